@@ -1,0 +1,43 @@
+"""hsgd: deterministic equivalents of SGD in high dimension — the ODE, homogenized SGD and SGD.
+
+See SPEC.md for the equations; every public name has a docstring with the one it implements.
+"""
+
+from ._expectations import (
+    default_rule as default_rule,
+    GaussianRule as GaussianRule,
+    psd_factor as psd_factor,
+)
+from ._loss import (
+    AbstractLoss as AbstractLoss,
+    CustomLoss as CustomLoss,
+    LeastSquares as LeastSquares,
+    Logistic as Logistic,
+    Moments as Moments,
+    PhaseRetrieval as PhaseRetrieval,
+    Softmax as Softmax,
+)
+from ._noise import (
+    AbstractNoise as AbstractNoise,
+    BernoulliTeacher as BernoulliTeacher,
+    CategoricalTeacher as CategoricalTeacher,
+    GaussianNoise as GaussianNoise,
+    NoNoise as NoNoise,
+)
+from ._ode import ode as ode, Solution as Solution, Statistic as Statistic
+from ._problem import Problem as Problem
+from ._schedule import (
+    AbstractSchedule as AbstractSchedule,
+    as_schedule as as_schedule,
+    Constant as Constant,
+    Cosine as Cosine,
+    ExponentialDecay as ExponentialDecay,
+    FunctionSchedule as FunctionSchedule,
+    PiecewiseLinear as PiecewiseLinear,
+    StepDecay as StepDecay,
+    WarmupDecay as WarmupDecay,
+)
+from ._sgd import SGDResult as SGDResult, simulate as simulate
+from ._spectrum import Spectrum as Spectrum
+
+__version__ = "0.1.0"

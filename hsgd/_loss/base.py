@@ -1,0 +1,98 @@
+r"""The abstract loss: a per-sample function $f(x; x^*, \varepsilon)$ and the Gaussian
+expectations the deterministic equivalent needs (SPEC §1).
+
+With $r = (x, x^*) \sim N(0, B) \in \mathbb{R}^{p}$, $p = m + m^*$:
+
+$$h(B) = \mathbb{E}[f],\qquad J(B) = \mathbb{E}\Big[\tfrac{\partial}{\partial r}
+\mathbb{E}_\varepsilon \nabla_x f\Big] \in \mathbb{R}^{m\times p},\qquad
+I(B) = \mathbb{E}[\nabla_x f\,\nabla_x f^\top] \in \mathbb{R}^{m\times m},$$
+
+and, when $m = m^*$, $A(B) = \mathbb{E}[\langle x - x^*, \nabla_x f\rangle]$ (for the critical
+learning rate). The generic engine computes all four in one pass over a fixed quadrature rule,
+with $J$ by forward-mode autodiff of the noise-averaged gradient; a loss with closed forms
+overrides `moments`, and the tests hold every closed form against the generic path.
+"""
+
+import abc
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._custom_types import Moment
+from .._expectations import GaussianRule, default_rule
+from .._noise import AbstractNoise
+
+
+class Moments(NamedTuple):
+    """Gaussian expectations of a loss at one $B$: `h` (scalar), `J` $(m, p)$, `I` $(m, m)$,
+    `A` (scalar; `nan` when $m \\ne m^*$)."""
+
+    h: Float[Array, ""]
+    J: Float[Array, "m p"]
+    I: Float[Array, "m m"]  # noqa: E741
+    A: Float[Array, ""]
+
+
+class AbstractLoss(eqx.Module):
+    r"""A loss $f(x; x^*, \varepsilon)$ of the student pre-activation $x = a^\top X \in
+    \mathbb{R}^m$, the teacher pre-activation $x^* = a^\top X^* \in \mathbb{R}^{m^*}$ and noise
+    $\varepsilon$ drawn by `noise`.
+
+    Subclasses define `f`, the sizes `m`, `m_star`, the `noise` model and may pass a
+    `quadrature` rule (default: [`default_rule`][] for $p = m + m^*$).
+    """
+
+    m: eqx.AbstractVar[int]
+    m_star: eqx.AbstractVar[int]
+    noise: eqx.AbstractVar[AbstractNoise]
+
+    @abc.abstractmethod
+    def f(self, x: Float[Array, " m"], x_star: Float[Array, " m_star"], eps) -> Float[Array, ""]:
+        """The per-sample loss."""
+
+    @property
+    def p(self) -> int:
+        return self.m + self.m_star
+
+    def rule(self) -> GaussianRule:
+        """The quadrature rule for $r \\sim N(0, B)$ (override to change accuracy/cost)."""
+        return default_rule(self.p)
+
+    def gradient(self, x, x_star, eps) -> Float[Array, " m"]:
+        r"""$\nabla_x f(x; x^*, \varepsilon)$, the per-sample gradient SGD uses."""
+        return jax.grad(self.f)(x, x_star, eps)
+
+    def generic_moments(self, B: Moment) -> Moments:
+        """$h, J, I, A$ at $B$ from the quadrature rule and autodiff (no closed forms)."""
+        m = self.m
+
+        def mean_gradient(r):
+            return self.noise.expect(lambda e: self.gradient(r[:m], r[m:], e), r[m:])
+
+        def at_point(r):
+            x, x_star = r[:m], r[m:]
+
+            def per_noise(e):
+                g = self.gradient(x, x_star, e)
+                a = jnp.vdot(x - x_star, g) if self.m == self.m_star else jnp.zeros((), r.dtype)
+                return self.f(x, x_star, e), jnp.outer(g, g), a
+
+            h, I, a = self.noise.expect(per_noise, x_star)  # noqa: E741
+            J = jax.jacfwd(mean_gradient)(r)
+            return h, J, I, a
+
+        h, J, I, a = self.rule().expect(at_point, B)  # noqa: E741
+        if self.m != self.m_star:
+            a = jnp.full((), jnp.nan, h.dtype)
+        return Moments(h, J, I, a)
+
+    def moments(self, B: Moment) -> Moments:
+        """$h, J, I, A$ at $B$: closed forms where the loss has them, else the generic path."""
+        return self.generic_moments(B)
+
+    def risk(self, B: Moment) -> Float[Array, ""]:
+        """$h(B) = \\mathbb{E} f$, the population risk of a model with $W^\\top K W = B$."""
+        return self.moments(B).h

@@ -1,0 +1,199 @@
+r"""The deterministic equivalent of one-pass SGD (SPEC §1): a per-mode ODE integrated by diffrax.
+
+Per eigen-direction $j$ of $K$ the $p\times p$ matrix $V_j$ solves
+
+$$\frac{dV_j}{dt} = -\gamma_t\lambda_j\,(G V_j + V_j G^\top) + \frac{\gamma_t^2\lambda_j}{\beta}E_m,
+\qquad B(t) = \sum_j \omega_j\lambda_j V_j(t),$$
+
+with $G = \begin{pmatrix}J(B)\\0\end{pmatrix}$, $E_m = \operatorname{blockdiag}(I(B), 0)$, time
+$t = k/d$ ($k$ SGD iterations, step $\gamma_k/d$, mini-batch $\beta$). The risk is $h(B(t))$, any
+statistic $g(W^\top q(K) W)$ is $g(\sum_j \omega_j q(\lambda_j) V_j(t))$, and the critical
+learning rate is $\gamma_{\rm crit} = 2\beta A(B)/((\operatorname{tr}K/d)\, \operatorname{tr} I(B))$.
+"""
+
+from collections.abc import Callable
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from ._custom_types import Times
+from ._problem import Problem
+from ._schedule import AbstractSchedule, as_schedule
+
+
+class Statistic(eqx.Module):
+    r"""A statistic $\varphi(X) = g(W^\top q(K) W)$ with deterministic equivalent
+    $g\big(\sum_j \omega_j q(\lambda_j) V_j(t)\big)$ (SPEC §1).
+
+    **Arguments:**
+
+    - `g`: function of the $p\times p$ matrix, returning a scalar (or any array).
+    - `q`: function of the eigenvalue (vectorised), default $q \equiv 1$.
+
+    Example — the squared norm of the student, $\|X\|^2$ for $m = 1$:
+    `Statistic(lambda S: S[0, 0])`; the cosine with the target in the $K$-geometry is
+    available directly from `Solution.B`.
+    """
+
+    g: Callable = eqx.field(static=True)
+    q: Callable = eqx.field(static=True, default=jnp.ones_like)
+
+    def __call__(self, eigenvalues, weights, V):
+        S = jnp.einsum("j,jab->ab", weights * self.q(eigenvalues), V)
+        return self.g(S)
+
+
+class Solution(eqx.Module):
+    r"""The output of [`ode`][] on the requested times `ts`.
+
+    - `ts` $(T,)$; `risk` $(T,)$ = $h(B(t))$; `B` $(T, p, p)$ = $W^\top K W$;
+    - `distance` $(T,)$: $\|X - X^*\|^2$ (when $m = m^*$, else NaN);
+    - `gamma` $(T,)$: the schedule; `gamma_crit` $(T,)$: the critical learning rate (NaN when
+      $m \ne m^*$);
+    - `statistics`: dict name → array $(T, \dots)$ of the requested [`Statistic`][]s;
+    - `diverged`: whether the solution blew up (risk non-finite or $\max|B|$ past the blow-up
+      bound) before `ts[-1]`; `divergence_time`: the first saved time at which it had (inf if
+      it did not); values after divergence are NaN;
+    - `num_steps`: accepted solver steps.
+    """
+
+    ts: Times
+    risk: Float[Array, " T"]
+    B: Float[Array, "T p p"]
+    distance: Float[Array, " T"]
+    gamma: Float[Array, " T"]
+    gamma_crit: Float[Array, " T"]
+    statistics: dict
+    diverged: Bool[Array, ""]
+    divergence_time: Float[Array, ""]
+    num_steps: Array
+
+    def cosine(self) -> Float[Array, " T"]:
+        r"""$\langle X, X^*\rangle_K / (\|X\|_K\|X^*\|_K) = B_{12}/\sqrt{B_{11}B_{22}}$ ($m = m^* = 1$)."""
+        return self.B[:, 0, 1] / jnp.sqrt(self.B[:, 0, 0] * self.B[:, 1, 1])
+
+
+def drift(problem: Problem, V, gamma, batch):
+    r"""The right-hand side $dV_j/dt$ for all modes (exposed for solvers and tests)."""
+    lam, w = problem.spectrum.eigenvalues, problem.spectrum.weights
+    loss = problem.loss
+    m, p = loss.m, loss.p
+    B = jnp.einsum("j,jab->ab", w * lam, V)
+    mom = loss.moments(B)
+    G = jnp.zeros((p, p), V.dtype).at[:m, :].set(mom.J)
+    E = jnp.zeros((p, p), V.dtype).at[:m, :m].set(mom.I)
+    GV = jnp.einsum("ab,jbc->jac", G, V)
+    lin = GV + jnp.swapaxes(GV, -1, -2)
+    return -gamma * lam[:, None, None] * lin + (gamma**2 / batch) * lam[:, None, None] * E
+
+
+def _observe(problem: Problem, V, gamma, batch, statistics):
+    lam, w = problem.spectrum.eigenvalues, problem.spectrum.weights
+    loss = problem.loss
+    B = jnp.einsum("j,jab->ab", w * lam, V)
+    mom = loss.moments(B)
+    m = loss.m
+    if loss.m == loss.m_star:
+        P = jnp.concatenate([jnp.eye(m), -jnp.eye(m)], axis=1).astype(V.dtype)
+        S = jnp.einsum("j,jab->ab", w, V)
+        distance = jnp.trace(P @ S @ P.T)
+        mean_lam = jnp.sum(w * lam)
+        gamma_crit = 2 * batch * mom.A / (mean_lam * jnp.trace(mom.I))
+    else:
+        distance = gamma_crit = jnp.full((), jnp.nan, V.dtype)
+    stats = {k: s(lam, w, V) for k, s in statistics.items()}
+    return dict(risk=mom.h, B=B, distance=distance, gamma=gamma, gamma_crit=gamma_crit,
+                statistics=stats)
+
+
+@eqx.filter_jit
+def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = None,
+        solver: diffrax.AbstractSolver | None = None,
+        stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+        dt0=None, adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
+        blowup: float = 1e8) -> Solution:
+    r"""Solve the deterministic equivalent of one-pass SGD (SPEC §1) on the times `ts`.
+
+    **Arguments:**
+
+    - `problem`: a [`Problem`][] (loss, spectrum, initial per-mode moments).
+    - `schedule`: learning rate $\gamma(t)$ — a float, an [`AbstractSchedule`][] or a callable.
+    - `ts`: increasing output times $t = k/d \ge 0$ (the solve starts at 0).
+    - `batch`: mini-batch size $\beta$ (SGD averages $\beta$ per-sample gradients).
+    - `statistics`: optional dict name → [`Statistic`][].
+    - `solver`, `stepsize_controller`, `dt0`, `adjoint`, `max_steps`: passed to
+      `diffrax.diffeqsolve`. Defaults: `Tsit5()`, `PIDController(rtol=1e-7, atol=1e-10)`,
+      automatic first step, `RecursiveCheckpointAdjoint()` (so `jax.grad` works).
+    - `blowup`: the solve stops and reports divergence when $\max|B|$ exceeds
+      `blowup` $\times (1 + \max|B(0)|)$.
+
+    **Returns:** a [`Solution`][].
+
+    Example:
+
+    ```python
+    spec = hsgd.Spectrum.power_law(2000, 0.5)
+    prob = hsgd.Problem.isotropic(hsgd.Logistic(), spec, target_norm=2.0)
+    sol = hsgd.ode(prob, 1.0, jnp.linspace(0, 10, 50))
+    sol.risk
+    ```
+    """
+    schedule = as_schedule(schedule)
+    statistics = {} if statistics is None else dict(statistics)
+    ts = jnp.asarray(ts, dtype=problem.V0.dtype)
+    ts = eqx.error_if(ts, jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0),
+                      "ts must be non-negative and non-decreasing")
+    batch = jnp.asarray(batch, dtype=problem.V0.dtype)
+    batch = eqx.error_if(batch, ~(batch >= 1), "batch must be >= 1")
+    solver = diffrax.Tsit5() if solver is None else solver
+    if stepsize_controller is None:
+        stepsize_controller = diffrax.PIDController(rtol=1e-7, atol=1e-10)
+    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+
+    def vector_field(t, V, args):
+        prob, sched, beta = args
+        gamma = sched(t)
+        return drift(prob, V, gamma, beta)
+
+    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
+
+    def blew_up(t, V, args, **kwargs):
+        prob = args[0]
+        s = prob.spectrum
+        B = jnp.einsum("j,jab->ab", s.weights * s.eigenvalues, V)
+        return ~(jnp.max(jnp.abs(B)) < bound)
+
+    def save(t, V, args):
+        prob, sched, beta = args
+        return _observe(prob, V, sched(t), beta, statistics)
+
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field), solver, t0=0.0, t1=ts[-1], dt0=dt0, y0=problem.V0,
+        args=(problem, schedule, batch), saveat=diffrax.SaveAt(ts=ts, fn=save),
+        stepsize_controller=stepsize_controller, adjoint=adjoint,
+        event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
+    out = sol.ys
+    risk = out["risk"]
+    bad = ~jnp.isfinite(risk) | ~(jnp.max(jnp.abs(out["B"]), axis=(-1, -2)) < bound)
+    bad = bad | (jnp.arange(ts.shape[0]) >= jnp.sum(jnp.isfinite(sol.ts)))
+    # The solve failing for any other reason (e.g. max_steps) is not divergence: raise loudly.
+    ok = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.event_occurred)
+    risk = eqx.error_if(risk, ~ok, "the ODE solver failed (max_steps reached or step size "
+                        "collapsed); pass a larger max_steps or a stiff solver")
+    diverged = jnp.any(bad)
+    first_bad = jnp.argmax(bad)
+    divergence_time = jnp.where(diverged, ts[first_bad], jnp.inf)
+    nan_after = jax.vmap(lambda b: b)(bad)
+
+    def mask(x):
+        shape = (ts.shape[0],) + (1,) * (x.ndim - 1)
+        return jnp.where(nan_after.reshape(shape), jnp.nan, x)
+
+    return Solution(
+        ts=ts, risk=mask(risk), B=mask(out["B"]), distance=mask(out["distance"]),
+        gamma=jax.vmap(schedule)(ts), gamma_crit=mask(out["gamma_crit"]),
+        statistics=jax.tree_util.tree_map(mask, out["statistics"]), diverged=diverged,
+        divergence_time=divergence_time, num_steps=sol.stats["num_accepted_steps"])

@@ -1,0 +1,161 @@
+r"""The ground truth: plain one-pass SGD on Gaussian data in the eigenbasis of $K$ (SPEC §1).
+
+$$X_{k+1} = X_k - \frac{\gamma(k/d)}{d}\cdot\frac1\beta\sum_{b=1}^{\beta}
+a_b \otimes \nabla_x f(a_b^\top X_k;\ a_b^\top X^*,\ \varepsilon_b),\qquad
+a_b \sim N(0, \operatorname{diag}\lambda),$$
+
+with fresh samples every step, run for $k = \operatorname{round}(t d)$ iterations to reach time
+$t$. At each requested time we record the exact population risk $h(W^\top K W)$ (not a noisy
+sample loss), $W^\top K W$ itself and $\|X - X^*\|^2$.
+"""
+
+import sys
+import time
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ._custom_types import PRNGKey, Times
+from ._problem import Problem
+from ._schedule import as_schedule
+
+
+class SGDResult(eqx.Module):
+    r"""Output of [`simulate`][]: arrays over runs `R` and times `T`.
+
+    `risk` $(R, T)$, `B` $(R, T, p, p)$, `distance` $(R, T)$ (NaN when $m \ne m^*$),
+    `diverged` $(R,)$ and `divergence_time` $(R,)$ (inf when a run did not diverge).
+    """
+
+    ts: Times
+    risk: Float[Array, "R T"]
+    B: Float[Array, "R T p p"]
+    distance: Float[Array, "R T"]
+    diverged: Bool[Array, " R"]
+    divergence_time: Float[Array, " R"]
+
+    def mean(self) -> Float[Array, " T"]:
+        """Mean risk over runs."""
+        return jnp.mean(self.risk, axis=0)
+
+    def std(self) -> Float[Array, " T"]:
+        """Standard deviation of the risk over runs."""
+        return jnp.std(self.risk, axis=0, ddof=1 if self.risk.shape[0] > 1 else 0)
+
+
+def _sgd_step(problem: Problem, schedule, batch: int, X, key, k):
+    loss = problem.loss
+    lam = problem.spectrum.eigenvalues
+    d = lam.shape[0]
+    k_data, k_noise = jax.random.split(key)
+    a = jax.random.normal(k_data, (batch, d), X.dtype) * jnp.sqrt(lam)
+    r_x = a @ X
+    r_s = a @ problem.X_star
+    eps = jax.vmap(loss.noise.sample)(jax.random.split(k_noise, batch), r_s)
+    g = jax.vmap(loss.gradient)(r_x, r_s, eps)
+    gamma = schedule(k.astype(X.dtype) / d)
+    return X - (gamma / (d * batch)) * (a.T @ g)
+
+
+@eqx.filter_jit
+def _advance(problem, schedule, batch, X, keys, k0, k1):
+    def one_run(X, key):
+        def body(k, carry):
+            X, key = carry
+            key, sub = jax.random.split(key)
+            return _sgd_step(problem, schedule, batch, X, sub, k), key
+
+        return jax.lax.fori_loop(k0, k1, body, (X, key))
+
+    return jax.vmap(one_run)(X, keys)
+
+
+@eqx.filter_jit
+def _record(problem, X):
+    def one(X):
+        W = jnp.concatenate([X, problem.X_star], axis=1)
+        B = (W.T * problem.spectrum.eigenvalues) @ W
+        risk = problem.loss.risk(B)
+        m = problem.loss.m
+        dist = (jnp.sum((X - problem.X_star) ** 2) if m == problem.loss.m_star
+                else jnp.full((), jnp.nan, X.dtype))
+        return risk, B, dist
+
+    return jax.vmap(one)(X)
+
+
+def simulate(problem: Problem, schedule, ts, key: PRNGKey, *, num_runs: int = 8,
+             batch: int = 1, blowup: float = 1e8,
+             progress: bool | Callable[[float, float], None] = False) -> SGDResult:
+    r"""Run `num_runs` independent one-pass SGD runs (vmapped) and record them at times `ts`.
+
+    **Arguments:**
+
+    - `problem`: a [`Problem`][] with an instance (`X_star`, `X0`), e.g. from
+      [`Problem.random`][] or [`Problem.from_arrays`][].
+    - `schedule`: learning rate $\gamma(t)$ at time $t = k/d$ (float, schedule or callable).
+    - `ts`: increasing record times; iteration $\operatorname{round}(t d)$ is recorded.
+    - `key`: a JAX PRNG key; `num_runs`: independent runs (seeds).
+    - `batch`: mini-batch size $\beta$ (gradients are averaged).
+    - `blowup`: a run counts as diverged once $\max|B|$ exceeds `blowup`$\times(1+\max|B(0)|)$
+      or its risk is not finite.
+    - `progress`: `True` prints a line per ~10% of the horizon to stderr; a callable gets
+      `(t_done, t_final)` after every recorded time.
+
+    **Returns:** an [`SGDResult`][].
+
+    Costs $O(\beta d m)$ per step and $t d$ steps per unit time: this is the expensive ground
+    truth the ODE replaces.
+    """
+    if problem.X_star is None:
+        raise ValueError("simulate needs a problem with an instance (X_star, X0): build it with "
+                         "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
+    batch = int(batch)
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if int(num_runs) < 1:
+        raise ValueError(f"num_runs must be >= 1, got {num_runs}")
+    schedule = as_schedule(schedule)
+    ts_np = np.asarray(ts, dtype=float)
+    if ts_np.ndim != 1 or ts_np.size == 0 or np.any(ts_np < 0) or np.any(np.diff(ts_np) < 0):
+        raise ValueError(f"ts must be a non-empty, non-decreasing 1-D array of times >= 0, "
+                         f"got {ts_np}")
+    d = problem.d
+    steps = np.rint(ts_np * d).astype(np.int64)
+    X = jnp.broadcast_to(problem.X0, (num_runs, *problem.X0.shape))
+    keys = jax.random.split(key, num_runs)
+    risks, Bs, dists = [], [], []
+    k = 0
+    start, last_report = time.perf_counter(), -1
+    for i, k_next in enumerate(steps):
+        if k_next > k:
+            X, keys = _advance(problem, schedule, batch, X, keys, jnp.asarray(k),
+                               jnp.asarray(int(k_next)))
+            k = int(k_next)
+        r, B, dist = _record(problem, X)
+        risks.append(r)
+        Bs.append(B)
+        dists.append(dist)
+        if callable(progress):
+            progress(float(ts_np[i]), float(ts_np[-1]))
+        elif progress:
+            decile = int(10 * (i + 1) / len(steps))
+            if decile > last_report:
+                last_report = decile
+                print(f"  sgd: t = {ts_np[i]:.4g} / {ts_np[-1]:.4g} "
+                      f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+    risk = jnp.stack(risks, axis=1)
+    B = jnp.stack(Bs, axis=1)
+    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
+    bad = ~jnp.isfinite(risk) | ~(jnp.max(jnp.abs(B), axis=(-1, -2)) < bound)
+    bad = jnp.cumsum(bad, axis=1) > 0
+    diverged = jnp.any(bad, axis=1)
+    ts_j = jnp.asarray(ts_np)
+    divergence_time = jnp.where(diverged, ts_j[jnp.argmax(bad, axis=1)], jnp.inf)
+    return SGDResult(ts=ts_j, risk=jnp.where(bad, jnp.nan, risk), B=B,
+                     distance=jnp.stack(dists, axis=1), diverged=diverged,
+                     divergence_time=divergence_time)
