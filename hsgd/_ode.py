@@ -155,8 +155,7 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
 
     def vector_field(t, V, args):
         prob, sched, beta = args
-        gamma = sched(t)
-        return drift(prob, V, gamma, beta)
+        return drift(prob, V, sched(t).astype(V.dtype), beta)
 
     bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
 
@@ -168,7 +167,7 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
 
     def save(t, V, args):
         prob, sched, beta = args
-        return _observe(prob, V, sched(t), beta, statistics)
+        return _observe(prob, V, sched(t).astype(V.dtype), beta, statistics)
 
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field), solver, t0=0.0, t1=ts[-1], dt0=dt0, y0=problem.V0,
