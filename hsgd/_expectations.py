@@ -19,6 +19,7 @@ square root of the machine epsilon, a relative perturbation far below the $O(d^{
 fluctuations the ODE describes.
 """
 
+import functools
 import math
 
 import equinox as eqx
@@ -67,13 +68,7 @@ class GaussianRule(eqx.Module):
         if p < 1 or nodes_per_axis < 1:
             raise ValueError(f"gauss_hermite needs p >= 1 and nodes_per_axis >= 1, got p={p}, "
                              f"nodes_per_axis={nodes_per_axis}")
-        z1, w1 = np.polynomial.hermite_e.hermegauss(nodes_per_axis)
-        w1 = w1 / w1.sum()
-        grids = np.meshgrid(*([z1] * p), indexing="ij")
-        wgrids = np.meshgrid(*([w1] * p), indexing="ij")
-        nodes = np.stack([g.ravel() for g in grids], axis=-1)
-        weights = np.prod(np.stack([g.ravel() for g in wgrids], axis=-1), axis=-1)
-        return cls(jnp.asarray(nodes), jnp.asarray(weights))
+        return cls(*map(jnp.asarray, _gauss_hermite_nodes(p, nodes_per_axis)))
 
     @classmethod
     def quasi_monte_carlo(cls, p: int, num_points: int = _QMC_POINTS) -> "GaussianRule":
@@ -86,16 +81,7 @@ class GaussianRule(eqx.Module):
         if p < 1 or num_points < 2:
             raise ValueError(f"quasi_monte_carlo needs p >= 1 and num_points >= 2, got p={p}, "
                              f"num_points={num_points}")
-        half = (num_points + 1) // 2
-        u = _halton(half, p)
-        z = np.asarray(jax.scipy.special.ndtri(jnp.asarray(u, dtype=jnp.float64)),
-                       dtype=np.float64) if jax.config.jax_enable_x64 else _ndtri_np(u)
-        z = np.concatenate([z, -z], axis=0)
-        cov = z.T @ z / z.shape[0]
-        evals, evecs = np.linalg.eigh(cov)
-        z = z @ (evecs @ np.diag(evals ** -0.5) @ evecs.T)
-        weights = np.full(z.shape[0], 1.0 / z.shape[0])
-        return cls(jnp.asarray(z), jnp.asarray(weights))
+        return cls(*map(jnp.asarray, _qmc_nodes(p, num_points)))
 
     def expect(self, fn, B: Moment):
         r"""$\mathbb{E}_{r \sim N(0, B)}[\text{fn}(r)]$ for a function returning any pytree."""
@@ -108,10 +94,36 @@ class GaussianRule(eqx.Module):
 
 def default_rule(p: int) -> GaussianRule:
     """The rule hsgd uses for a $p$-dimensional Gaussian: Gauss–Hermite for $p \\le 4$,
-    quasi-Monte-Carlo (8192 points) above."""
+    quasi-Monte-Carlo (8192 points) above. Nodes are computed once per $p$ (numpy, cached)."""
+    nodes, weights = _default_nodes(int(p))
+    return GaussianRule(jnp.asarray(nodes), jnp.asarray(weights))
+
+
+def _default_nodes(p: int):
     if p in _GAUSS_HERMITE_NODES:
-        return GaussianRule.gauss_hermite(p, _GAUSS_HERMITE_NODES[p])
-    return GaussianRule.quasi_monte_carlo(p, _QMC_POINTS)
+        return _gauss_hermite_nodes(p, _GAUSS_HERMITE_NODES[p])
+    return _qmc_nodes(p, _QMC_POINTS)
+
+
+@functools.lru_cache(maxsize=None)
+def _gauss_hermite_nodes(p: int, n: int):
+    z1, w1 = np.polynomial.hermite_e.hermegauss(n)
+    w1 = w1 / w1.sum()
+    grids = np.meshgrid(*([z1] * p), indexing="ij")
+    wgrids = np.meshgrid(*([w1] * p), indexing="ij")
+    nodes = np.stack([g.ravel() for g in grids], axis=-1)
+    weights = np.prod(np.stack([g.ravel() for g in wgrids], axis=-1), axis=-1)
+    return nodes, weights
+
+
+@functools.lru_cache(maxsize=None)
+def _qmc_nodes(p: int, num_points: int):
+    half = (num_points + 1) // 2
+    z = _ndtri_np(_halton(half, p))
+    z = np.concatenate([z, -z], axis=0)
+    evals, evecs = np.linalg.eigh(z.T @ z / z.shape[0])
+    z = z @ (evecs @ np.diag(evals**-0.5) @ evecs.T)
+    return z, np.full(z.shape[0], 1.0 / z.shape[0])
 
 
 def psd_factor(B: Moment) -> Float[Array, "p p"]:

@@ -109,12 +109,11 @@ def _observe(problem: Problem, V, gamma, batch, statistics):
                 statistics=stats)
 
 
-@eqx.filter_jit
 def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = None,
         solver: diffrax.AbstractSolver | None = None,
         stepsize_controller: diffrax.AbstractStepSizeController | None = None,
         dt0=None, adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
-        blowup: float = 1e8) -> Solution:
+        blowup: float = 1e6) -> Solution:
     r"""Solve the deterministic equivalent of one-pass SGD (SPEC §1) on the times `ts`.
 
     **Arguments:**
@@ -144,13 +143,29 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     schedule = as_schedule(schedule)
     statistics = {} if statistics is None else dict(statistics)
     ts = jnp.asarray(ts, dtype=problem.V0.dtype)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
+    batch = jnp.asarray(batch, dtype=problem.V0.dtype)
+    return _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller, dt0,
+                  adjoint, max_steps, blowup)
+
+
+@eqx.filter_jit
+def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller, dt0, adjoint,
+           max_steps, blowup):
     ts = eqx.error_if(ts, jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0),
                       "ts must be non-negative and non-decreasing")
-    batch = jnp.asarray(batch, dtype=problem.V0.dtype)
     batch = eqx.error_if(batch, ~(batch >= 1), "batch must be >= 1")
+    gammas = jax.vmap(schedule)(ts)
+    ts = eqx.error_if(ts, ~jnp.all(gammas > 0),
+                      "the learning rate must be positive (and finite) at every output time")
     solver = diffrax.Tsit5() if solver is None else solver
     if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(rtol=1e-7, atol=1e-10)
+        # dtmin: a finite-time blow-up (e.g. phase retrieval past its stable stepsize) would
+        # otherwise shrink the step towards zero forever; forced minimal steps run into the
+        # blow-up event instead. Genuine stiffness here needs steps ~1e-5 t_final at worst.
+        stepsize_controller = diffrax.PIDController(rtol=1e-7, atol=1e-10,
+                                                    dtmin=1e-9 * jnp.maximum(ts[-1], 1.0))
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
 
     def vector_field(t, V, args):
@@ -193,6 +208,6 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
 
     return Solution(
         ts=ts, risk=mask(risk), B=mask(out["B"]), distance=mask(out["distance"]),
-        gamma=jax.vmap(schedule)(ts), gamma_crit=mask(out["gamma_crit"]),
+        gamma=gammas, gamma_crit=mask(out["gamma_crit"]),
         statistics=jax.tree_util.tree_map(mask, out["statistics"]), diverged=diverged,
         divergence_time=divergence_time, num_steps=sol.stats["num_accepted_steps"])

@@ -89,7 +89,7 @@ def _record(problem, X):
 
 
 def simulate(problem: Problem, schedule, ts, key: PRNGKey, *, num_runs: int = 8,
-             batch: int = 1, blowup: float = 1e8,
+             batch: int = 1, blowup: float = 1e6,
              progress: bool | Callable[[float, float], None] = False) -> SGDResult:
     r"""Run `num_runs` independent one-pass SGD runs (vmapped) and record them at times `ts`.
 
