@@ -1,0 +1,140 @@
+"""The `hsgd` command line: `hsgd run [CONFIG.toml] [--out DIR]`."""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ._config import ConfigError, Job, load
+from ._io import write_atomic, write_csv, write_json
+from ._ode import ode
+from ._plot import risk_figure
+from ._sgd import simulate
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hsgd", description="Deterministic equivalents of high-dimensional SGD.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="ODE vs SGD on one problem (built-in default or CONFIG)")
+    run_p.add_argument("config", nargs="?", help="TOML config (see README); default built in")
+    run_p.add_argument("--out", default="hsgd-out", help="output folder (default: hsgd-out)")
+    run_p.add_argument("--float32", action="store_true",
+                       help="compute in float32 (default float64)")
+    args = parser.parse_args(argv)
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    try:
+        job = load(args.config)
+    except ConfigError as e:
+        print(f"hsgd: config error: {e}", file=sys.stderr)
+        return 2
+    return run(job, Path(args.out))
+
+
+def run(job: Job, out: Path) -> int:
+    """Run the ODE and/or SGD for `job`, print the table and write the result files."""
+    out.mkdir(parents=True, exist_ok=True)
+    prob, ts = job.problem, job.ts
+    cfg = job.config
+    print(f"hsgd run: loss={cfg['problem']['loss']} d={prob.d} "
+          f"spectrum={cfg['problem']['spectrum']['kind']} batch={job.batch} "
+          f"t in [0, {ts[-1]:g}] methods={','.join(job.methods)}", flush=True)
+    timings, summary = {}, {"config": cfg}
+    ode_sol = sgd = None
+    if "ode" in job.methods:
+        ode_prob = prob.coarsen(job.ode_bins) if job.ode_bins else prob
+        start = time.perf_counter()
+        ode_sol = ode(ode_prob, job.schedule, ts, batch=job.batch)
+        jax.block_until_ready(ode_sol.risk)
+        timings["ode_first_call_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        jax.block_until_ready(ode(ode_prob, job.schedule, ts, batch=job.batch).risk)
+        timings["ode_s"] = time.perf_counter() - start
+        timings["ode_compile_s"] = max(timings["ode_first_call_s"] - timings["ode_s"], 0.0)
+        print(f"  ode: {timings['ode_s']:.3f} s (+ {timings['ode_compile_s']:.2f} s compile), "
+              f"{int(ode_sol.num_steps)} steps, {ode_prob.spectrum.num_modes} modes", flush=True)
+        summary["ode_diverged"] = bool(ode_sol.diverged)
+        if bool(ode_sol.diverged):
+            summary["ode_divergence_time"] = float(ode_sol.divergence_time)
+            print(f"  ode: DIVERGED by t = {float(ode_sol.divergence_time):.4g} (risk blew up); "
+                  "lower the learning rate", flush=True)
+    if "sgd" in job.methods:
+        start = time.perf_counter()
+        sgd = simulate(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed),
+                       num_runs=job.sgd_runs, batch=job.batch, progress=True)
+        jax.block_until_ready(sgd.risk)
+        timings["sgd_s"] = time.perf_counter() - start
+        print(f"  sgd: {timings['sgd_s']:.2f} s for {job.sgd_runs} runs", flush=True)
+        summary["sgd_diverged_runs"] = int(np.sum(np.asarray(sgd.diverged)))
+        if summary["sgd_diverged_runs"]:
+            first = float(np.min(np.asarray(sgd.divergence_time)))
+            summary["sgd_first_divergence_time"] = first
+            print(f"  sgd: {summary['sgd_diverged_runs']} of {job.sgd_runs} runs DIVERGED "
+                  f"(first by t = {first:.4g})", flush=True)
+
+    summary["timings"] = timings
+    rel = None
+    if ode_sol is not None and sgd is not None:
+        mean = np.asarray(sgd.mean())
+        rel = np.abs(np.asarray(ode_sol.risk) - mean) / np.abs(mean)
+        finite = rel[np.isfinite(rel)]
+        summary["max_rel_error"] = float(finite.max()) if finite.size else None
+    _print_table(ts, ode_sol, sgd, rel)
+    if "max_rel_error" in summary and summary["max_rel_error"] is not None:
+        print(f"max |ODE - SGD mean| / SGD mean over the saved times: "
+              f"{summary['max_rel_error']:.4f}")
+    _write_curves(out / "curves.csv", ts, ode_sol, sgd)
+    write_json(out / "summary.json", summary)
+    log_time = cfg["run"]["time_grid"] == "log"
+    png = risk_figure(ts, None if ode_sol is None else ode_sol.risk,
+                      None if sgd is None else sgd.risk,
+                      title=f"{cfg['problem']['loss']}, d = {prob.d}", log_time=log_time)
+    write_atomic(out / "risk.png", png)
+    print(f"wrote {out / 'curves.csv'}, {out / 'summary.json'}, {out / 'risk.png'}")
+    return 0
+
+
+def _print_table(ts, ode_sol, sgd, rel):
+    header = f"{'t':>10} {'ODE risk':>12} {'SGD mean':>12} {'± std':>10} {'rel err':>9}"
+    print(header)
+    print("-" * len(header))
+    for i, t in enumerate(ts):
+        o = float(ode_sol.risk[i]) if ode_sol is not None else np.nan
+        m = float(sgd.mean()[i]) if sgd is not None else np.nan
+        s = float(sgd.std()[i]) if sgd is not None else np.nan
+        r = float(rel[i]) if rel is not None else np.nan
+        cells = [f"{t:10.4g}"] + [(f"{v:12.6g}" if np.isfinite(v) else f"{'—':>12}")
+                                  for v in (o, m)]
+        cells += [f"{s:10.3g}" if np.isfinite(s) else f"{'—':>10}",
+                  f"{r:9.4f}" if np.isfinite(r) else f"{'—':>9}"]
+        print(" ".join(cells))
+
+
+def _write_curves(path, ts, ode_sol, sgd):
+    header = ["method", "run", "t", "risk", "distance", "gamma", "gamma_crit", "B"]
+    rows = []
+
+    def flat(B):
+        return ";".join(f"{x:.10g}" for x in np.asarray(B).ravel())
+
+    if ode_sol is not None:
+        for i, t in enumerate(ts):
+            rows.append(["ode", 0, f"{t:.10g}", f"{float(ode_sol.risk[i]):.10g}",
+                         f"{float(ode_sol.distance[i]):.10g}", f"{float(ode_sol.gamma[i]):.10g}",
+                         f"{float(ode_sol.gamma_crit[i]):.10g}", flat(ode_sol.B[i])])
+    if sgd is not None:
+        risk, dist, B = map(np.asarray, (sgd.risk, sgd.distance, sgd.B))
+        for r in range(risk.shape[0]):
+            for i, t in enumerate(ts):
+                gamma = float(ode_sol.gamma[i]) if ode_sol is not None else np.nan
+                rows.append(["sgd", r, f"{t:.10g}", f"{risk[r, i]:.10g}", f"{dist[r, i]:.10g}",
+                             f"{gamma:.10g}", "", flat(B[r, i])])
+    write_csv(path, header, rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""`hsgd run` configuration: a TOML file (read with `tomllib`), validated key by key.
+
+Every section has a fixed set of keys; an unknown key or a bad value raises [`ConfigError`][]
+naming it (`problem.spectrum.alpha must be >= 0, got -1`). The README documents the format with
+one example per loss.
+"""
+
+import copy
+import importlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ._loss import AbstractLoss, CustomLoss, LeastSquares, Logistic, PhaseRetrieval, Softmax
+from ._noise import BernoulliTeacher, GaussianNoise, NoNoise
+from ._problem import Problem
+from ._schedule import (
+    AbstractSchedule,
+    Constant,
+    Cosine,
+    ExponentialDecay,
+    PiecewiseLinear,
+    StepDecay,
+    WarmupDecay,
+)
+from ._spectrum import Spectrum
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, missing or has a bad value."""
+
+
+DEFAULT = {
+    "problem": {
+        "loss": "logistic",
+        "d": 2000,
+        "target_norm": 2.0,
+        "init_norm": 0.0,
+        "overlap": 0.0,
+        "seed": 0,
+        "spectrum": {"kind": "power_law", "alpha": 0.5, "normalize": "mean"},
+    },
+    "optimizer": {"batch": 1, "schedule": {"kind": "constant", "value": 1.0}},
+    "run": {
+        "horizon": 10.0,
+        "num_times": 21,
+        "time_grid": "linear",
+        "methods": ["ode", "sgd"],
+        "sgd_runs": 8,
+        "seed": 1,
+        "ode_bins": 0,
+    },
+}
+
+_PROBLEM_KEYS = {"loss", "d", "target_norm", "init_norm", "overlap", "seed", "spectrum",
+                 "noise_std", "num_classes", "m", "m_star", "noise"}
+_SPECTRUM_KEYS = {
+    "power_law": {"kind", "alpha", "normalize"},
+    "uniform": {"kind", "low", "high"},
+    "eigenvalues": {"kind", "values", "file"},
+}
+_SCHEDULE_KEYS = {
+    "constant": {"kind", "value"},
+    "piecewise_linear": {"kind", "times", "values"},
+    "exponential": {"kind", "initial", "rate"},
+    "step": {"kind", "initial", "factor", "interval"},
+    "cosine": {"kind", "peak", "horizon", "final"},
+    "warmup": {"kind", "peak", "warmup", "horizon", "final", "decay", "initial"},
+}
+_RUN_KEYS = {"horizon", "num_times", "time_grid", "methods", "sgd_runs", "seed", "ode_bins"}
+_OPTIMIZER_KEYS = {"batch", "schedule"}
+_LOSSES = ("least_squares", "logistic", "phase_retrieval", "softmax")
+METHODS = ("ode", "sgd")
+
+
+@dataclass
+class Job:
+    """Everything `hsgd run` needs, built from a validated config."""
+
+    config: dict
+    problem: Problem
+    schedule: AbstractSchedule
+    batch: int
+    ts: np.ndarray
+    methods: tuple[str, ...]
+    sgd_runs: int
+    sgd_seed: int
+    ode_bins: int
+
+
+def load(path: str | Path | None) -> Job:
+    """Read a TOML config (or the built-in default when `path` is None) and build the job."""
+    if path is None:
+        return build({})
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return build(raw, base=path.parent)
+
+
+def merge(raw: dict) -> dict:
+    """The default config overlaid with `raw` (sections merged key by key)."""
+    _check_keys(raw, {"problem", "optimizer", "run"}, "")
+    cfg = copy.deepcopy(DEFAULT)
+    for section, values in raw.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table, got {values!r}")
+        for key, value in values.items():
+            if isinstance(value, dict) and key in ("spectrum", "schedule"):
+                cfg[section][key] = dict(value)  # a new spectrum/schedule replaces the default
+            else:
+                cfg[section][key] = value
+    return cfg
+
+
+def build(raw: dict, base: Path | None = None) -> Job:
+    cfg = merge(raw)
+    prob_cfg, opt_cfg, run_cfg = cfg["problem"], cfg["optimizer"], cfg["run"]
+    _check_keys(prob_cfg, _PROBLEM_KEYS, "problem")
+    _check_keys(opt_cfg, _OPTIMIZER_KEYS, "optimizer")
+    _check_keys(run_cfg, _RUN_KEYS, "run")
+
+    d = _int(prob_cfg, "d", "problem", minimum=1)
+    loss = _loss(prob_cfg)
+    spectrum = _spectrum(prob_cfg["spectrum"], d, base)
+    problem = _wrap("problem", lambda: Problem.random(
+        loss, spectrum, jax.random.PRNGKey(_int(prob_cfg, "seed", "problem", minimum=0)),
+        target_norm=_float(prob_cfg, "target_norm", "problem", minimum=0.0),
+        init_norm=_float(prob_cfg, "init_norm", "problem", minimum=0.0),
+        overlap=_float(prob_cfg, "overlap", "problem")))
+    schedule = _schedule(opt_cfg["schedule"])
+    batch = _int(opt_cfg, "batch", "optimizer", minimum=1)
+
+    horizon = _float(run_cfg, "horizon", "run", minimum=0.0, strict=True)
+    num = _int(run_cfg, "num_times", "run", minimum=2)
+    grid = run_cfg["time_grid"]
+    if grid == "linear":
+        ts = np.linspace(0.0, horizon, num)
+    elif grid == "log":
+        ts = np.concatenate([[0.0], np.geomspace(horizon * 1e-3, horizon, num - 1)])
+    else:
+        raise ConfigError(f"run.time_grid must be 'linear' or 'log', got {grid!r}")
+    methods = run_cfg["methods"]
+    if (not isinstance(methods, list) or not methods
+            or any(m not in METHODS for m in methods)):
+        raise ConfigError(f"run.methods must be a non-empty list drawn from {list(METHODS)}, "
+                          f"got {methods!r}")
+    return Job(config=cfg, problem=problem, schedule=schedule, batch=batch, ts=ts,
+               methods=tuple(methods), sgd_runs=_int(run_cfg, "sgd_runs", "run", minimum=1),
+               sgd_seed=_int(run_cfg, "seed", "run", minimum=0),
+               ode_bins=_int(run_cfg, "ode_bins", "run", minimum=0))
+
+
+def _loss(cfg: dict) -> AbstractLoss:
+    name = cfg["loss"]
+    if not isinstance(name, str):
+        raise ConfigError(f"problem.loss must be a string, got {name!r}")
+    noise_std = _float(cfg, "noise_std", "problem", minimum=0.0, default=0.0)
+    allowed = {"least_squares": {"noise_std"}, "phase_retrieval": {"noise_std"},
+               "logistic": set(), "softmax": {"num_classes"}}
+    extra = {"noise_std", "num_classes", "m", "m_star", "noise"} & set(cfg)
+    if name in _LOSSES:
+        bad = extra - allowed[name]
+        if bad:
+            raise ConfigError(f"problem.{sorted(bad)[0]} does not apply to loss {name!r}")
+        if name == "least_squares":
+            return LeastSquares(noise_std)
+        if name == "phase_retrieval":
+            return PhaseRetrieval(noise_std)
+        if name == "logistic":
+            return Logistic()
+        return _wrap("problem.num_classes",
+                     lambda: Softmax(_int(cfg, "num_classes", "problem", minimum=2, default=3)))
+    if ":" not in name:
+        raise ConfigError(f"problem.loss must be one of {list(_LOSSES)} or 'module:function' "
+                          f"for a user-defined loss, got {name!r}")
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"problem.loss {name!r} could not be imported: {e}") from None
+    noise_name = cfg.get("noise", "gaussian" if "noise_std" in cfg else "none")
+    noises = {"none": NoNoise(), "gaussian": GaussianNoise(noise_std),
+              "bernoulli": BernoulliTeacher()}
+    if noise_name not in noises:
+        raise ConfigError(f"problem.noise must be one of {list(noises)}, got {noise_name!r}")
+    return CustomLoss(fn, m=_int(cfg, "m", "problem", minimum=1, default=1),
+                      m_star=_int(cfg, "m_star", "problem", minimum=1, default=1),
+                      noise=noises[noise_name])
+
+
+def _spectrum(cfg: dict, d: int, base: Path | None) -> Spectrum:
+    kind = cfg.get("kind")
+    if kind not in _SPECTRUM_KEYS:
+        raise ConfigError(f"problem.spectrum.kind must be one of {list(_SPECTRUM_KEYS)}, "
+                          f"got {kind!r}")
+    _check_keys(cfg, _SPECTRUM_KEYS[kind], "problem.spectrum")
+    where = "problem.spectrum"
+    if kind == "power_law":
+        return _wrap(where, lambda: Spectrum.power_law(
+            d, _float(cfg, "alpha", where, minimum=0.0), cfg.get("normalize", "mean")))
+    if kind == "uniform":
+        return _wrap(where, lambda: Spectrum.uniform(d, _float(cfg, "low", where, minimum=0.0),
+                                                     _float(cfg, "high", where)))
+    if ("values" in cfg) == ("file" in cfg):
+        raise ConfigError("problem.spectrum with kind 'eigenvalues' needs exactly one of "
+                          "'values' (a list) or 'file' (a .npy/.txt file)")
+    if "values" in cfg:
+        values = np.asarray(cfg["values"], dtype=float)
+    else:
+        path = Path(cfg["file"])
+        path = path if path.is_absolute() or base is None else base / path
+        try:
+            values = np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
+        except OSError as e:
+            raise ConfigError(f"problem.spectrum.file: {e}") from None
+    if values.ndim != 1 or values.shape[0] != d:
+        raise ConfigError(f"problem.spectrum has {values.size} eigenvalues but problem.d = {d}")
+    return _wrap(where, lambda: Spectrum.from_eigenvalues(values))
+
+
+def _schedule(cfg: dict) -> AbstractSchedule:
+    kind = cfg.get("kind")
+    if kind not in _SCHEDULE_KEYS:
+        raise ConfigError(f"optimizer.schedule.kind must be one of {list(_SCHEDULE_KEYS)}, "
+                          f"got {kind!r}")
+    _check_keys(cfg, _SCHEDULE_KEYS[kind], "optimizer.schedule")
+    cls = {"constant": Constant, "piecewise_linear": PiecewiseLinear,
+           "exponential": ExponentialDecay, "step": StepDecay, "cosine": Cosine,
+           "warmup": WarmupDecay}[kind]
+    kwargs = {k: v for k, v in cfg.items() if k != "kind"}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"optimizer.schedule ({kind}): {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"optimizer.schedule: {e}") from None
+
+
+def _check_keys(cfg: dict, allowed: set, where: str):
+    for key in cfg:
+        if key not in allowed:
+            name = f"{where}.{key}" if where else key
+            raise ConfigError(f"unknown config key {name!r} (allowed: {sorted(allowed)})")
+
+
+def _int(cfg, key, where, minimum=None, default=None) -> int:
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}.{key} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{where}.{key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(cfg, key, where, minimum=None, strict=False, default=None) -> float:
+    if key not in cfg and default is None:
+        raise ConfigError(f"{where}.{key} is required")
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ConfigError(f"{where}.{key} must be a finite number, got {value!r}")
+    if minimum is not None and (value < minimum or (strict and value == minimum)):
+        raise ConfigError(f"{where}.{key} must be {'>' if strict else '>='} {minimum}, "
+                          f"got {value}")
+    return float(value)
+
+
+def _wrap(where, fn):
+    try:
+        return fn()
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
