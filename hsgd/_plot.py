@@ -1,6 +1,7 @@
 """Figures: the ODE risk curve over the band of SGD runs."""
 
 import io
+import warnings
 
 import numpy as np
 
@@ -20,7 +21,9 @@ def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: boo
     values = []
     if sgd_risk is not None:
         runs = np.asarray(sgd_risk)
-        mean, std = np.nanmean(runs, axis=0), np.nanstd(runs, axis=0)
+        with warnings.catch_warnings():  # all runs diverged at late times: NaN is the answer
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(runs, axis=0), np.nanstd(runs, axis=0)
         for r in runs:
             ax.plot(ts, r, color="tab:blue", alpha=0.15, lw=0.7)
         ax.fill_between(ts, mean - std, mean + std, color="tab:blue", alpha=0.3,

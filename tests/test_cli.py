@@ -1,0 +1,128 @@
+"""`hsgd run`: the config format (README examples, errors naming the key) and a small end-to-end
+run writing curves.csv, summary.json and risk.png."""
+
+import csv
+import json
+import re
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import jax.numpy as jnp
+import pytest
+
+from hsgd._cli import main
+from hsgd._config import ConfigError, build
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_configs():
+    return re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def _huber(x, x_star, eps):
+    u = x[0] - x_star[0] - eps
+    return jnp.where(jnp.abs(u) < 1.0, 0.5 * u**2, jnp.abs(u) - 0.5)
+
+
+@pytest.mark.parametrize("text", _readme_configs())
+def test_every_readme_config_is_valid(text, monkeypatch):
+    # The README's user-defined example names mypackage.losses:huber: provide that module.
+    pkg, mod = types.ModuleType("mypackage"), types.ModuleType("mypackage.losses")
+    mod.huber = _huber
+    monkeypatch.setitem(sys.modules, "mypackage", pkg)
+    monkeypatch.setitem(sys.modules, "mypackage.losses", mod)
+    job = build(tomllib.loads(text))
+    assert job.problem.X_star.shape[0] == job.config["problem"]["d"]
+
+
+@pytest.mark.parametrize("raw,match", [
+    ({"problem": {"lossx": "logistic"}}, "problem.lossx"),
+    ({"problem": {"loss": "hinge"}}, "problem.loss"),
+    ({"problem": {"d": -3}}, "problem.d"),
+    ({"problem": {"spectrum": {"kind": "power_law", "alpha": -1.0}}}, "alpha"),
+    ({"problem": {"spectrum": {"kind": "eigenvalues", "values": [1.0, -2.0]}, "d": 2}},
+     "eigenvalue 1 is -2"),
+    ({"problem": {"spectrum": {"kind": "uniform", "low": 0.1, "high": 1.0, "alpha": 1}}},
+     "problem.spectrum.alpha"),
+    ({"optimizer": {"schedule": {"kind": "constant", "value": -1.0}}}, "value"),
+    ({"optimizer": {"schedule": {"kind": "cosine", "peak": 1.0}}}, "horizon"),
+    ({"optimizer": {"batch": 0}}, "optimizer.batch"),
+    ({"run": {"methods": ["ode", "sde2"]}}, "run.methods"),
+    ({"run": {"horizon": 0.0}}, "run.horizon"),
+    ({"problem": {"loss": "logistic", "noise_std": 0.1}}, "noise_std"),
+    ({"extra": {}}, "extra"),
+])
+def test_bad_config_names_the_key(raw, match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        build(raw)
+
+
+def test_config_typo_exit_code_and_message(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[run]\nhorizn = 3.0\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert "run.horizn" in capsys.readouterr().err
+
+
+def test_small_run_writes_outputs(tmp_path, capsys):
+    cfg = tmp_path / "small.toml"
+    cfg.write_text("""
+[problem]
+loss = "least_squares"
+noise_std = 0.5
+d = 300
+target_norm = 1.0
+[problem.spectrum]
+kind = "uniform"
+low = 0.2
+high = 1.8
+[run]
+horizon = 3.0
+num_times = 7
+sgd_runs = 3
+""")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ODE risk" in printed and "max |ODE - SGD mean|" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    # d = 300 and 3 runs: fluctuations ~ d^{-1/2} / sqrt(3) ~ 3%; 10% is a loose sanity bound
+    # (the statistical agreement is tested in test_agreement.py)
+    assert 0 <= summary["max_rel_error"] < 0.1
+    assert summary["timings"]["ode_s"] >= 0 and summary["config"]["problem"]["d"] == 300
+    rows = list(csv.DictReader((out / "curves.csv").open()))
+    assert {r["method"] for r in rows} == {"ode", "sgd"}
+    assert len(rows) == 7 * (1 + 3)
+    assert (out / "risk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_divergent_run_is_reported_not_tabulated_as_nan(tmp_path, capsys):
+    cfg = tmp_path / "div.toml"
+    cfg.write_text("""
+[problem]
+loss = "least_squares"
+noise_std = 0.1
+d = 200
+[problem.spectrum]
+kind = "uniform"
+low = 0.2
+high = 1.8
+[optimizer.schedule]
+kind = "constant"
+value = 5.0
+[run]
+horizon = 40.0
+num_times = 5
+sgd_runs = 2
+""")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "DIVERGED" in printed and "nan" not in printed.lower()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ode_diverged"] and summary["ode_divergence_time"] <= 40.0
+    assert summary["sgd_diverged_runs"] == 2
