@@ -37,6 +37,7 @@ from ._schedule import (
     StepDecay as StepDecay,
     WarmupDecay as WarmupDecay,
 )
+from ._sde import sde as sde
 from ._sgd import SGDResult as SGDResult, simulate as simulate
 from ._spectrum import Spectrum as Spectrum
 
