@@ -14,23 +14,39 @@ import numpy as np
 
 
 class AbstractSchedule(eqx.Module):
-    """A learning rate $\\gamma(t)$: a branch-free JAX function of scalar time."""
+    r"""A learning rate $\gamma(t)$: a branch-free JAX function of scalar time $t$.
+
+    Subclasses implement `__call__(t)`; it must work for a scalar `t`, under `jax.vmap` over `t`,
+    under `jax.jit` and under `jax.grad` with respect to the schedule's array parameters.
+    """
 
     @abc.abstractmethod
     def __call__(self, t):
-        """$\\gamma(t)$."""
+        r"""$\gamma(t)$ at a scalar time `t`."""
 
     def on_grid(self, ts):
-        """$\\gamma$ at each time of `ts`."""
-        return jax.vmap(self)(jnp.asarray(ts, dtype=float))
+        r"""$\gamma$ at each time of the 1-D array `ts` (`jax.vmap` of `__call__`)."""
+        ts = jnp.asarray(ts)
+        if not jnp.issubdtype(ts.dtype, jnp.floating):
+            ts = jnp.asarray(ts, dtype=float)
+        return jax.vmap(self)(ts)
+
+
+def concrete(*xs) -> bool:
+    """Whether none of `xs` is a JAX tracer (so Python checks on their values are possible)."""
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
 def parameter(value, name: str, *, positive: bool = False, nonnegative: bool = False):
-    """Convert a schedule parameter to a float array and, when it is concrete, check it."""
+    """A schedule parameter as a float array, checked when it is concrete.
+
+    Floating inputs keep their dtype (a float32 parameter stays float32); anything else becomes
+    JAX's default float. Inside `jit`/`vmap`/`grad` the value is a tracer and is not checked.
+    """
     x = jnp.asarray(value)
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(float)
-    if isinstance(x, jax.core.Tracer):
+        x = jnp.asarray(x, dtype=float)
+    if not concrete(x):
         return x
     v = np.asarray(x)
     if not np.all(np.isfinite(v)):
@@ -42,5 +58,8 @@ def parameter(value, name: str, *, positive: bool = False, nonnegative: bool = F
     return x
 
 
-def concrete(*xs) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+def check_not_above_peak(final, peak):
+    """`final <= peak` for the decaying families, when both are concrete."""
+    if concrete(final, peak) and np.any(np.asarray(final) > np.asarray(peak)):
+        raise ValueError(f"schedule parameter final must not exceed peak, got final = "
+                         f"{np.asarray(final)} > peak = {np.asarray(peak)}")

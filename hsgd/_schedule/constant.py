@@ -4,9 +4,16 @@ from .base import AbstractSchedule, parameter
 
 
 class Constant(AbstractSchedule):
-    r"""$\gamma(t) = \gamma_0$.
+    r"""A constant learning rate (SPEC §4):
 
-    **Arguments:** `value`: $\gamma_0 > 0$. Example: `Constant(0.5)`."""
+    $$\gamma(t) = \gamma_0.$$
+
+    **Arguments:**
+
+    - `value`: $\gamma_0 > 0$.
+
+    Example: `Constant(0.5)(3.0)` is `0.5`.
+    """
 
     value: jnp.ndarray
 

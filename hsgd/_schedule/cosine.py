@@ -1,14 +1,23 @@
 import jax.numpy as jnp
-import numpy as np
 
-from .base import AbstractSchedule, concrete, parameter
+from .base import AbstractSchedule, check_not_above_peak, parameter
 
 
 class Cosine(AbstractSchedule):
-    r"""$\gamma(t) = \gamma_f + \tfrac12(\gamma_p - \gamma_f)\big(1 + \cos(\pi\min(t, T)/T)\big)$.
+    r"""Cosine annealing from `peak` to `final` over $[0, T]$, constant after (SPEC §4):
 
-    **Arguments:** `peak` $\gamma_p > 0$, `horizon` $T > 0$, `final` $\gamma_f \ge 0$
-    (default 0). Example: `Cosine(1.0, 20.0)`."""
+    $$\gamma(t) = \gamma_f + \tfrac12(\gamma_p - \gamma_f)\big(1 + \cos(\pi\min(t, T)/T)\big),$$
+
+    with $t$ clipped to $[0, T]$.
+
+    **Arguments:**
+
+    - `peak`: $\gamma_p > 0$, the value at $t = 0$.
+    - `horizon`: $T > 0$.
+    - `final`: $\gamma_f \in [0, \gamma_p]$, the value from $t = T$ on (default 0).
+
+    Example: `Cosine(1.0, 20.0)(10.0)` is `0.5`.
+    """
 
     peak: jnp.ndarray
     horizon: jnp.ndarray
@@ -18,9 +27,7 @@ class Cosine(AbstractSchedule):
         self.peak = parameter(peak, "peak", positive=True)
         self.horizon = parameter(horizon, "horizon", positive=True)
         self.final = parameter(final, "final", nonnegative=True)
-        if concrete(self.peak, self.final) and float(self.final) > float(self.peak):
-            raise ValueError(f"schedule parameter final ({np.asarray(self.final)}) must not "
-                             f"exceed peak ({np.asarray(self.peak)})")
+        check_not_above_peak(self.final, self.peak)
 
     def __call__(self, t):
         u = jnp.clip(t / self.horizon, 0.0, 1.0)

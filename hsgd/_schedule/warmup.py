@@ -2,22 +2,35 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from .base import AbstractSchedule, concrete, parameter
+from .base import AbstractSchedule, check_not_above_peak, concrete, parameter
+
+_DECAYS = ("cosine", "linear", "exponential")
 
 
 class WarmupDecay(AbstractSchedule):
     r"""Linear warm-up from `initial` to `peak` on $[0, t_w]$, then decay to `final` at the
-    horizon $T$ (constant after):
+    horizon $T$, constant after (SPEC §4):
+
+    $$\gamma(t) = \gamma_0 + (\gamma_p - \gamma_0)\,t/t_w \quad (0 \le t < t_w),$$
+
+    and for $t \ge t_w$, with $u = \min\big((t - t_w)/(T - t_w), 1\big)$:
 
     - `"cosine"`: $\gamma_f + \tfrac12(\gamma_p - \gamma_f)(1 + \cos\pi u)$,
-    - `"linear"`: $\gamma_p + (\gamma_f - \gamma_p) u$,
-    - `"exponential"`: $\gamma_p (\gamma_f/\gamma_p)^u$ (needs $\gamma_f > 0$),
+    - `"linear"`: $\gamma_p + (\gamma_f - \gamma_p)\,u$,
+    - `"exponential"`: $\gamma_p (\gamma_f/\gamma_p)^u$, a geometric interpolation (needs
+      $\gamma_f > 0$).
 
-    with $u = (t - t_w)/(T - t_w) \in [0, 1]$.
+    **Arguments:**
 
-    **Arguments:** `peak` $> 0$, `warmup` $t_w \ge 0$, `horizon` $T > t_w$, `final` $\ge 0$,
-    `decay` (static string), `initial` $\ge 0$ (default 0).
-    Example: `WarmupDecay(1.0, 2.0, 20.0, final=0.01, decay="exponential")`."""
+    - `peak`: $\gamma_p > 0$.
+    - `warmup`: $t_w \ge 0$ (0: no warm-up).
+    - `horizon`: $T > t_w$.
+    - `final`: $\gamma_f \in [0, \gamma_p]$ (default 0; must be $> 0$ for `"exponential"`).
+    - `decay`: `"cosine"` (default), `"linear"` or `"exponential"`; a static field.
+    - `initial`: $\gamma_0 \ge 0$, the value at $t = 0$ (default 0).
+
+    Example: `WarmupDecay(1.0, 2.0, 20.0, final=0.01, decay="exponential")(1.0)` is `0.5`.
+    """
 
     peak: jnp.ndarray
     warmup: jnp.ndarray
@@ -27,8 +40,8 @@ class WarmupDecay(AbstractSchedule):
     decay: str = eqx.field(static=True)
 
     def __init__(self, peak, warmup, horizon, final=0.0, decay: str = "cosine", initial=0.0):
-        if decay not in ("cosine", "linear", "exponential"):
-            raise ValueError(f"decay must be 'cosine', 'linear' or 'exponential', got {decay!r}")
+        if decay not in _DECAYS:
+            raise ValueError(f"schedule parameter decay must be one of {_DECAYS}, got {decay!r}")
         self.decay = decay
         self.peak = parameter(peak, "peak", positive=True)
         self.warmup = parameter(warmup, "warmup", nonnegative=True)
@@ -36,16 +49,20 @@ class WarmupDecay(AbstractSchedule):
         self.final = parameter(final, "final", positive=decay == "exponential",
                                nonnegative=True)
         self.initial = parameter(initial, "initial", nonnegative=True)
-        if concrete(self.warmup, self.horizon) and float(self.warmup) >= float(self.horizon):
-            raise ValueError(f"schedule parameter warmup ({float(self.warmup)}) must be < "
-                             f"horizon ({float(self.horizon)})")
-        if concrete(self.peak, self.final) and float(self.final) > float(self.peak):
-            raise ValueError(f"schedule parameter final ({np.asarray(self.final)}) must not "
-                             f"exceed peak ({np.asarray(self.peak)})")
+        if concrete(self.warmup, self.horizon) and np.any(
+                np.asarray(self.warmup) >= np.asarray(self.horizon)):
+            raise ValueError(f"schedule parameter warmup must be < horizon, got warmup = "
+                             f"{np.asarray(self.warmup)} >= horizon = {np.asarray(self.horizon)}")
+        check_not_above_peak(self.final, self.peak)
 
     def __call__(self, t):
-        ramp = self.initial + (self.peak - self.initial) * t / jnp.maximum(self.warmup, 1e-30)
+        # Safe division: with warmup = 0 the ramp is never selected for t >= 0, and the `where`
+        # keeps its gradient finite.
+        has_warmup = self.warmup > 0
+        ramp_u = jnp.clip(t / jnp.where(has_warmup, self.warmup, 1.0), 0.0, 1.0)
+        ramp = self.initial + (self.peak - self.initial) * ramp_u
         u = jnp.clip((t - self.warmup) / (self.horizon - self.warmup), 0.0, 1.0)
+        # `decay` is a static string: this Python branch is resolved at trace time.
         if self.decay == "cosine":
             dec = self.final + 0.5 * (self.peak - self.final) * (1 + jnp.cos(jnp.pi * u))
         elif self.decay == "linear":
