@@ -1,4 +1,5 @@
-"""The `hsgd` command line: `hsgd run [CONFIG.toml] [--out DIR]`."""
+"""The `hsgd` command line: `hsgd run [CONFIG.toml] [--out DIR]`,
+`hsgd sweep CONFIG.toml [--out DIR] [--resume]`."""
 
 import argparse
 import sys
@@ -8,11 +9,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ._config import ConfigError, Job, load
+from ._config import ConfigError, Job, SweepJob, load, load_sweep
 from ._io import write_atomic, write_csv, write_json
 from ._ode import ode
-from ._plot import risk_figure
+from ._plot import risk_figure, sweep_figure
 from ._sgd import simulate
+from ._sweep import ode_outcomes, sweep
 
 
 def main(argv=None) -> int:
@@ -24,15 +26,63 @@ def main(argv=None) -> int:
     run_p.add_argument("--out", default="hsgd-out", help="output folder (default: hsgd-out)")
     run_p.add_argument("--float32", action="store_true",
                        help="compute in float32 (default float64)")
+    sweep_p = sub.add_parser("sweep", help="the ODE over a grid of stepsizes x batch sizes")
+    sweep_p.add_argument("config", help="TOML config: [problem] as for run, plus [sweep]")
+    sweep_p.add_argument("--out", default="hsgd-sweep", help="output folder")
+    sweep_p.add_argument("--resume", action="store_true",
+                         help="continue an interrupted sweep in --out (finished chunks kept)")
+    sweep_p.add_argument("--float32", action="store_true")
     args = parser.parse_args(argv)
     if not args.float32:
         jax.config.update("jax_enable_x64", True)
     try:
-        job = load(args.config)
+        job = load(args.config) if args.command == "run" else load_sweep(args.config)
     except ConfigError as e:
         print(f"hsgd: config error: {e}", file=sys.stderr)
         return 2
+    if args.command == "sweep":
+        return run_sweep(job, Path(args.out), resume=args.resume)
     return run(job, Path(args.out))
+
+
+def run_sweep(job: SweepJob, out: Path, resume: bool = False, progress=True) -> int:
+    """Run `hsgd sweep`: the sweep table, summary.json and sweep.png under `out`."""
+    bins = job.config["sweep"]["ode_bins"]
+    problem = job.problem.coarsen(bins) if bins else job.problem
+    n = job.points["gamma"].size
+    print(f"hsgd sweep: loss={job.config['problem']['loss']} d={job.problem.d} "
+          f"{n} points ({len(np.unique(job.points['gamma']))} stepsizes x "
+          f"{len(np.unique(job.points['batch']))} batch sizes) on {len(jax.devices())} "
+          f"device(s), chunks of {job.chunk_size}", flush=True)
+    fn = ode_outcomes(problem, job.ts, target_risk=job.target_risk)
+    start = time.perf_counter()
+    try:
+        table = sweep(fn, job.points, chunk_size=job.chunk_size, out=out, resume=resume,
+                      progress=progress)
+    except (FileExistsError, ValueError) as e:
+        print(f"hsgd: {e}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - start
+    diverged = table["diverged"] > 0
+    best = {}
+    for b in np.unique(table["batch"]):
+        sel = (table["batch"] == b) & ~diverged
+        if np.any(sel):
+            i = np.flatnonzero(sel)[np.argmin(table["final_risk"][sel])]
+            best[str(int(b))] = {"gamma": float(table["gamma"][i]),
+                                 "final_risk": float(table["final_risk"][i])}
+    summary = {"config": job.config, "num_points": int(n), "wall_s": wall,
+               "points_per_s": n / wall, "num_diverged": int(diverged.sum()),
+               "best_gamma_per_batch": best}
+    write_json(out / "summary.json", summary)
+    write_atomic(out / "sweep.png", sweep_figure(table))
+    print(f"{n} points in {wall:.1f} s ({n / wall:.1f} points/s), {int(diverged.sum())} "
+          "diverged")
+    print(f"{'batch':>6} {'best gamma':>11} {'final risk':>11}")
+    for b, v in best.items():
+        print(f"{b:>6} {v['gamma']:11.4g} {v['final_risk']:11.6g}")
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'sweep.png'}")
+    return 0
 
 
 def run(job: Job, out: Path) -> int:

@@ -128,14 +128,7 @@ def build(raw: dict, base: Path | None = None) -> Job:
     _check_keys(opt_cfg, _OPTIMIZER_KEYS, "optimizer")
     _check_keys(run_cfg, _RUN_KEYS, "run")
 
-    d = _int(prob_cfg, "d", "problem", minimum=1)
-    loss = _loss(prob_cfg)
-    spectrum = _spectrum(prob_cfg["spectrum"], d, base)
-    problem = _wrap("problem", lambda: Problem.random(
-        loss, spectrum, jax.random.PRNGKey(_int(prob_cfg, "seed", "problem", minimum=0)),
-        target_norm=_float(prob_cfg, "target_norm", "problem", minimum=0.0),
-        init_norm=_float(prob_cfg, "init_norm", "problem", minimum=0.0),
-        overlap=_float(prob_cfg, "overlap", "problem")))
+    problem = _problem(prob_cfg, base)
     schedule = _schedule(opt_cfg["schedule"])
     batch = _int(opt_cfg, "batch", "optimizer", minimum=1)
 
@@ -157,6 +150,95 @@ def build(raw: dict, base: Path | None = None) -> Job:
                methods=tuple(methods), sgd_runs=_int(run_cfg, "sgd_runs", "run", minimum=1),
                sgd_seed=_int(run_cfg, "seed", "run", minimum=0),
                ode_bins=_int(run_cfg, "ode_bins", "run", minimum=0))
+
+
+def _problem(prob_cfg: dict, base: Path | None) -> Problem:
+    d = _int(prob_cfg, "d", "problem", minimum=1)
+    loss = _loss(prob_cfg)
+    spectrum = _spectrum(prob_cfg["spectrum"], d, base)
+    return _wrap("problem", lambda: Problem.random(
+        loss, spectrum, jax.random.PRNGKey(_int(prob_cfg, "seed", "problem", minimum=0)),
+        target_norm=_float(prob_cfg, "target_norm", "problem", minimum=0.0),
+        init_norm=_float(prob_cfg, "init_norm", "problem", minimum=0.0),
+        overlap=_float(prob_cfg, "overlap", "problem")))
+
+
+_SWEEP_KEYS = {"gamma", "batch", "chunk_size", "horizon", "num_times", "target_risk",
+               "ode_bins"}
+SWEEP_DEFAULT = {"gamma": {"start": 0.05, "stop": 8.0, "num": 32, "spacing": "log"},
+                 "batch": [1], "chunk_size": 256, "horizon": 10.0, "num_times": 21,
+                 "ode_bins": 64}
+
+
+@dataclass
+class SweepJob:
+    """Everything `hsgd sweep` needs."""
+
+    config: dict
+    problem: Problem
+    points: dict
+    ts: np.ndarray
+    chunk_size: int
+    target_risk: float | None
+
+
+def load_sweep(path: str | Path) -> SweepJob:
+    """Read a sweep config: the [problem] section as for `hsgd run` plus a [sweep] section."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return build_sweep(raw, base=path.parent)
+
+
+def build_sweep(raw: dict, base: Path | None = None) -> SweepJob:
+    _check_keys(raw, {"problem", "sweep"}, "")
+    sweep_cfg = {**SWEEP_DEFAULT, **raw.get("sweep", {})}
+    _check_keys(sweep_cfg, _SWEEP_KEYS, "sweep")
+    cfg = merge({"problem": raw.get("problem", {})})
+    cfg = {"problem": cfg["problem"], "sweep": sweep_cfg}
+    _check_keys(cfg["problem"], _PROBLEM_KEYS, "problem")
+    problem = _problem(cfg["problem"], base)
+    gammas = _axis(sweep_cfg["gamma"], "sweep.gamma")
+    batches = _axis(sweep_cfg["batch"], "sweep.batch")
+    if np.any(batches < 1) or np.any(batches != np.round(batches)):
+        raise ConfigError(f"sweep.batch must hold integers >= 1, got {batches.tolist()}")
+    horizon = _float(sweep_cfg, "horizon", "sweep", minimum=0.0, strict=True)
+    num = _int(sweep_cfg, "num_times", "sweep", minimum=2)
+    target = sweep_cfg.get("target_risk")
+    if target is not None:
+        target = _float(sweep_cfg, "target_risk", "sweep", minimum=0.0, strict=True)
+    from ._sweep import grid
+
+    return SweepJob(config=cfg, problem=problem, points=grid(gamma=gammas, batch=batches),
+                    ts=np.linspace(0.0, horizon, num),
+                    chunk_size=_int(sweep_cfg, "chunk_size", "sweep", minimum=1),
+                    target_risk=target)
+
+
+def _axis(value, where: str) -> np.ndarray:
+    """A list of numbers, or a table {start, stop, num, spacing = "linear" | "log"}."""
+    if isinstance(value, dict):
+        _check_keys(value, {"start", "stop", "num", "spacing"}, where)
+        start = _float(value, "start", where, minimum=0.0, strict=True)
+        stop = _float(value, "stop", where, minimum=0.0, strict=True)
+        num = _int(value, "num", where, minimum=1)
+        spacing = value.get("spacing", "linear")
+        if spacing not in ("linear", "log"):
+            raise ConfigError(f"{where}.spacing must be 'linear' or 'log', got {spacing!r}")
+        return (np.geomspace if spacing == "log" else np.linspace)(start, stop, num)
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
+        raise ConfigError(f"{where} must be a non-empty list of numbers or a table "
+                          f"{{start, stop, num, spacing}}, got {value!r}")
+    arr = np.asarray(value, dtype=float)
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ConfigError(f"{where} values must be finite and > 0, got {value!r}")
+    return arr
 
 
 def _loss(cfg: dict) -> AbstractLoss:

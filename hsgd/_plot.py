@@ -49,3 +49,51 @@ def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: boo
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def sweep_figure(table: dict) -> bytes:
+    """Left: final risk over the (stepsize, batch) grid, diverged points marked ×. Right: the
+    best stepsize for each batch size. Returns PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    gammas, batches = np.unique(table["gamma"]), np.unique(table["batch"])
+    risk = np.full((batches.size, gammas.size), np.nan)
+    div = np.zeros_like(risk, dtype=bool)
+    gi = np.searchsorted(gammas, table["gamma"])
+    bi = np.searchsorted(batches, table["batch"])
+    risk[bi, gi] = table["final_risk"]
+    div[bi, gi] = table["diverged"] > 0
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    if batches.size > 1:
+        mesh = ax1.pcolormesh(gammas, batches, np.log10(risk), shading="nearest")
+        fig.colorbar(mesh, ax=ax1, label="log10 final risk")
+        ax1.set_yscale("log", base=2)
+        ax1.set_ylabel("batch size")
+        yy, xx = np.nonzero(div)
+        ax1.scatter(gammas[xx], batches[yy], marker="x", color="red", label="diverged")
+    else:
+        ax1.plot(gammas, risk[0], "o-")
+        ax1.scatter(gammas[div[0]], np.zeros(div[0].sum()) + np.nanmin(risk), marker="x",
+                    color="red", label="diverged")
+        ax1.set_ylabel("final risk")
+        ax1.set_yscale("log")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("stepsize γ")
+    if div.any():
+        ax1.legend(loc="upper left")
+    best = [gammas[np.nanargmin(np.where(div[i], np.nan, risk[i]))]
+            if np.any(~div[i] & np.isfinite(risk[i])) else np.nan for i in range(batches.size)]
+    ax2.plot(batches, best, "o-")
+    ax2.set_xscale("log", base=2)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("batch size")
+    ax2.set_ylabel("best stepsize")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
