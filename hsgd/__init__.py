@@ -40,5 +40,6 @@ from ._schedule import (
 from ._sde import sde as sde
 from ._sgd import SGDResult as SGDResult, simulate as simulate
 from ._spectrum import Spectrum as Spectrum
+from ._sweep import grid as grid, ode_outcomes as ode_outcomes, sweep as sweep
 
 __version__ = "0.1.0"
