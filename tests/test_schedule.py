@@ -140,7 +140,7 @@ def test_vmap_over_parameters():
 
 @pytest.mark.parametrize("t", [0.0, 2.5, 7.0, 12.0])
 def test_grad_cosine_peak(t):
-    f = lambda p: hsgd.Cosine(p, 10.0, final=0.1)(t)  # noqa: E731
+    f = lambda p: hsgd.Cosine(p, 10.0, final=0.1)(t)
     g = float(jax.grad(f)(1.3))
     # Reference 1: central differences (rtol 1e-7, module docstring).
     assert g == pytest.approx(central_difference(f, 1.3), rel=FD_RTOL)
@@ -169,7 +169,7 @@ def test_grad_piecewise_linear_values(t):
 @pytest.mark.parametrize("decay", ["cosine", "linear", "exponential"])
 @pytest.mark.parametrize("t", [0.7, 5.0, 15.0])  # warm-up, decay, after T
 def test_grad_warmup_peak(decay, t):
-    f = lambda p: hsgd.WarmupDecay(p, 2.0, 10.0, final=0.05, decay=decay, initial=0.01)(t)  # noqa: E731
+    f = lambda p: hsgd.WarmupDecay(p, 2.0, 10.0, final=0.05, decay=decay, initial=0.01)(t)
     g = float(jax.grad(f)(1.1))
     # Reference: central differences (rtol 1e-7, module docstring).
     assert g == pytest.approx(central_difference(f, 1.1), rel=FD_RTOL)
@@ -177,7 +177,7 @@ def test_grad_warmup_peak(decay, t):
 
 @pytest.mark.parametrize("t", [0.0, 0.5, 3.0, 20.0])
 def test_grad_exponential_rate(t):
-    f = lambda r: hsgd.ExponentialDecay(1.5, r)(t)  # noqa: E731
+    f = lambda r: hsgd.ExponentialDecay(1.5, r)(t)
     g = float(jax.grad(f)(0.2))
     # Reference 1: central differences (rtol 1e-7, module docstring); at t = 0 both are 0
     # (the function does not depend on the rate), hence the tiny atol.
@@ -247,7 +247,8 @@ def test_function_schedule_wraps_optax():
         (lambda: hsgd.PiecewiseLinear([0.0, 1.0], [0.1, 0.0]), r"values must be > 0"),
         (lambda: hsgd.PiecewiseLinear([0.0, 1.0, 1.0], [0.1, 0.2, 0.3]),
          r"times must be strictly increasing"),
-        (lambda: hsgd.PiecewiseLinear([1.0, 0.0], [0.1, 0.2]), r"times must be strictly increasing"),
+        (lambda: hsgd.PiecewiseLinear([1.0, 0.0], [0.1, 0.2]),
+         r"times must be strictly increasing"),
         (lambda: hsgd.PiecewiseLinear([0.0, 1.0], [0.1, 0.2, 0.3]),
          r"times and values.*same length"),
         (lambda: hsgd.PiecewiseLinear([], []), r"times.*at least one"),
