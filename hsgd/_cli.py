@@ -13,6 +13,7 @@ from ._config import ConfigError, Job, SweepJob, load, load_sweep
 from ._io import write_atomic, write_csv, write_json
 from ._ode import ode
 from ._plot import risk_figure, sweep_figure
+from ._sde import sde
 from ._sgd import simulate
 from ._sweep import ode_outcomes, sweep
 
@@ -126,45 +127,68 @@ def run(job: Job, out: Path) -> int:
             print(f"  sgd: {summary['sgd_diverged_runs']} of {job.sgd_runs} runs DIVERGED "
                   f"(first by t = {first:.4g})", flush=True)
 
+    sde_res = None
+    if "sde" in job.methods:
+        start = time.perf_counter()
+        sde_res = sde(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed + 1),
+                      num_paths=job.sde_paths, batch=job.batch)
+        jax.block_until_ready(sde_res.risk)
+        timings["sde_s"] = time.perf_counter() - start
+        print(f"  sde: {timings['sde_s']:.2f} s for {job.sde_paths} paths", flush=True)
+        summary["sde_diverged_paths"] = int(np.sum(np.asarray(sde_res.diverged)))
+
     summary["timings"] = timings
+    if ode_sol is not None and sde_res is not None:
+        mean = np.asarray(sde_res.mean())
+        rel_sde = np.abs(np.asarray(ode_sol.risk) - mean) / np.abs(mean)
+        finite = rel_sde[np.isfinite(rel_sde)]
+        summary["max_rel_error_sde"] = float(finite.max()) if finite.size else None
     rel = None
     if ode_sol is not None and sgd is not None:
         mean = np.asarray(sgd.mean())
         rel = np.abs(np.asarray(ode_sol.risk) - mean) / np.abs(mean)
         finite = rel[np.isfinite(rel)]
         summary["max_rel_error"] = float(finite.max()) if finite.size else None
-    _print_table(ts, ode_sol, sgd, rel)
+    _print_table(ts, ode_sol, sgd, rel, sde_res)
     if "max_rel_error" in summary and summary["max_rel_error"] is not None:
         print(f"max |ODE - SGD mean| / SGD mean over the saved times: "
               f"{summary['max_rel_error']:.4f}")
-    _write_curves(out / "curves.csv", ts, ode_sol, sgd)
+    _write_curves(out / "curves.csv", ts, ode_sol, sgd, sde_res)
     write_json(out / "summary.json", summary)
     log_time = cfg["run"]["time_grid"] == "log"
     png = risk_figure(ts, None if ode_sol is None else ode_sol.risk,
                       None if sgd is None else sgd.risk,
-                      title=f"{cfg['problem']['loss']}, d = {prob.d}", log_time=log_time)
+                      title=f"{cfg['problem']['loss']}, d = {prob.d}", log_time=log_time,
+                      sde_risk=None if sde_res is None else sde_res.risk)
     write_atomic(out / "risk.png", png)
     print(f"wrote {out / 'curves.csv'}, {out / 'summary.json'}, {out / 'risk.png'}")
     return 0
 
 
-def _print_table(ts, ode_sol, sgd, rel):
+def _print_table(ts, ode_sol, sgd, rel, sde_res=None):
     header = f"{'t':>10} {'ODE risk':>12} {'SGD mean':>12} {'± std':>10} {'rel err':>9}"
+    if sde_res is not None:
+        header += f" {'SDE mean':>12} {'± std':>10}"
     print(header)
     print("-" * len(header))
+
+    def cell(v, width, fmt):
+        return f"{v:{width}{fmt}}" if np.isfinite(v) else f"{'—':>{width}}"
+
     for i, t in enumerate(ts):
         o = float(ode_sol.risk[i]) if ode_sol is not None else np.nan
         m = float(sgd.mean()[i]) if sgd is not None else np.nan
         s = float(sgd.std()[i]) if sgd is not None else np.nan
         r = float(rel[i]) if rel is not None else np.nan
-        cells = [f"{t:10.4g}"] + [(f"{v:12.6g}" if np.isfinite(v) else f"{'—':>12}")
-                                  for v in (o, m)]
-        cells += [f"{s:10.3g}" if np.isfinite(s) else f"{'—':>10}",
-                  f"{r:9.4f}" if np.isfinite(r) else f"{'—':>9}"]
-        print(" ".join(cells))
+        line = " ".join([f"{t:10.4g}", cell(o, 12, ".6g"), cell(m, 12, ".6g"),
+                         cell(s, 10, ".3g"), cell(r, 9, ".4f")])
+        if sde_res is not None:
+            line += " " + cell(float(sde_res.mean()[i]), 12, ".6g")
+            line += " " + cell(float(sde_res.std()[i]), 10, ".3g")
+        print(line)
 
 
-def _write_curves(path, ts, ode_sol, sgd):
+def _write_curves(path, ts, ode_sol, sgd, sde_res=None):
     header = ["method", "run", "t", "risk", "distance", "gamma", "gamma_crit", "B"]
     rows = []
 
@@ -176,12 +200,14 @@ def _write_curves(path, ts, ode_sol, sgd):
             rows.append(["ode", 0, f"{t:.10g}", f"{float(ode_sol.risk[i]):.10g}",
                          f"{float(ode_sol.distance[i]):.10g}", f"{float(ode_sol.gamma[i]):.10g}",
                          f"{float(ode_sol.gamma_crit[i]):.10g}", flat(ode_sol.B[i])])
-    if sgd is not None:
-        risk, dist, B = map(np.asarray, (sgd.risk, sgd.distance, sgd.B))
+    for name, res in (("sgd", sgd), ("sde", sde_res)):
+        if res is None:
+            continue
+        risk, dist, B = map(np.asarray, (res.risk, res.distance, res.B))
         for r in range(risk.shape[0]):
             for i, t in enumerate(ts):
                 gamma = float(ode_sol.gamma[i]) if ode_sol is not None else np.nan
-                rows.append(["sgd", r, f"{t:.10g}", f"{risk[r, i]:.10g}", f"{dist[r, i]:.10g}",
+                rows.append([name, r, f"{t:.10g}", f"{risk[r, i]:.10g}", f"{dist[r, i]:.10g}",
                              f"{gamma:.10g}", "", flat(B[r, i])])
     write_csv(path, header, rows)
 

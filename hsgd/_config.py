@@ -50,6 +50,7 @@ DEFAULT = {
         "time_grid": "linear",
         "methods": ["ode", "sgd"],
         "sgd_runs": 8,
+        "sde_paths": 8,
         "seed": 1,
         "ode_bins": 0,
     },
@@ -70,10 +71,11 @@ _SCHEDULE_KEYS = {
     "cosine": {"kind", "peak", "horizon", "final"},
     "warmup": {"kind", "peak", "warmup", "horizon", "final", "decay", "initial"},
 }
-_RUN_KEYS = {"horizon", "num_times", "time_grid", "methods", "sgd_runs", "seed", "ode_bins"}
+_RUN_KEYS = {"horizon", "num_times", "time_grid", "methods", "sgd_runs", "sde_paths", "seed",
+             "ode_bins"}
 _OPTIMIZER_KEYS = {"batch", "schedule"}
 _LOSSES = ("least_squares", "logistic", "phase_retrieval", "softmax")
-METHODS = ("ode", "sgd")
+METHODS = ("ode", "sgd", "sde")
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Job:
     methods: tuple[str, ...]
     sgd_runs: int
     sgd_seed: int
+    sde_paths: int
     ode_bins: int
 
 
@@ -149,6 +152,7 @@ def build(raw: dict, base: Path | None = None) -> Job:
     return Job(config=cfg, problem=problem, schedule=schedule, batch=batch, ts=ts,
                methods=tuple(methods), sgd_runs=_int(run_cfg, "sgd_runs", "run", minimum=1),
                sgd_seed=_int(run_cfg, "seed", "run", minimum=0),
+               sde_paths=_int(run_cfg, "sde_paths", "run", minimum=1),
                ode_bins=_int(run_cfg, "ode_bins", "run", minimum=0))
 
 

@@ -6,8 +6,10 @@ import warnings
 import numpy as np
 
 
-def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: bool = False):
-    """The ODE curve over the SGD mean ± std band (and faint single runs). Returns PNG bytes.
+def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: bool = False,
+                sde_risk=None):
+    """The ODE curve over the SGD (and homogenized-SGD) mean ± std bands, with faint single
+    runs. Returns PNG bytes.
 
     The risk axis is logarithmic when the curves span more than a decade; the time axis when
     `log_time` (a log-spaced grid)."""
@@ -19,16 +21,18 @@ def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: boo
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     ts = np.asarray(ts)
     values = []
-    if sgd_risk is not None:
-        runs = np.asarray(sgd_risk)
+    for runs, color, label in ((sgd_risk, "tab:blue", "SGD"), (sde_risk, "tab:orange", "SDE")):
+        if runs is None:
+            continue
+        runs = np.asarray(runs)
         with warnings.catch_warnings():  # all runs diverged at late times: NaN is the answer
             warnings.simplefilter("ignore", RuntimeWarning)
             mean, std = np.nanmean(runs, axis=0), np.nanstd(runs, axis=0)
         for r in runs:
-            ax.plot(ts, r, color="tab:blue", alpha=0.15, lw=0.7)
-        ax.fill_between(ts, mean - std, mean + std, color="tab:blue", alpha=0.3,
-                        label=f"SGD mean ± std ({runs.shape[0]} runs)")
-        ax.plot(ts, mean, color="tab:blue", lw=1.2)
+            ax.plot(ts, r, color=color, alpha=0.15, lw=0.7)
+        ax.fill_between(ts, mean - std, mean + std, color=color, alpha=0.3,
+                        label=f"{label} mean ± std ({runs.shape[0]} paths)")
+        ax.plot(ts, mean, color=color, lw=1.2)
         values.append(runs)
     if ode_risk is not None:
         ax.plot(ts, np.asarray(ode_risk), color="black", lw=1.8, ls="--", label="ODE")

@@ -103,6 +103,10 @@ class Spectrum(eqx.Module):
             if bad.size:
                 j = bad[0]
                 raise ValueError(f"weight {j} is {w_np[j]}: weights must be finite and positive")
+            total = float(np.sum(w_np))
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"weights sum to {total:.10g}: a spectrum's weights must sum to "
+                                 "1 (they are the fractions of modes; tr K/d = sum w lam)")
             if np.any(lam_np < 0):
                 lam = jnp.maximum(lam, 0.0)
         self.eigenvalues = lam

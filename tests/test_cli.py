@@ -83,6 +83,8 @@ high = 1.8
 horizon = 3.0
 num_times = 7
 sgd_runs = 3
+sde_paths = 2
+methods = ["ode", "sgd", "sde"]
 """)
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out)]) == 0
@@ -94,8 +96,9 @@ sgd_runs = 3
     assert 0 <= summary["max_rel_error"] < 0.1
     assert summary["timings"]["ode_s"] >= 0 and summary["config"]["problem"]["d"] == 300
     rows = list(csv.DictReader((out / "curves.csv").open()))
-    assert {r["method"] for r in rows} == {"ode", "sgd"}
-    assert len(rows) == 7 * (1 + 3)
+    assert {r["method"] for r in rows} == {"ode", "sgd", "sde"}
+    assert len(rows) == 7 * (1 + 3 + 2)
+    assert summary["max_rel_error_sde"] < 0.15  # 2 paths at d = 300: a sanity bound only
     assert (out / "risk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
 

@@ -469,10 +469,6 @@ def test_bad_inputs_name_the_value(make, match):
         make()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "source bug: Spectrum.__init__ documents 'weights ... summing to 1' and says concrete inputs "
-    "are validated, but the sum is never checked: Spectrum([1, 2], [0.5, 0.7]) is accepted and "
-    "its mean() is 1.9, not a mean of the eigenvalues"))
 def test_weights_not_summing_to_one_are_rejected():
     with pytest.raises(ValueError, match=r"sum"):
         Spectrum(np.array([1.0, 2.0]), np.array([0.5, 0.7]))
