@@ -16,6 +16,7 @@ import itertools
 import json
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,12 +130,7 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
                 finished[c] = _read_chunk(out / "chunks" / f"chunk_{c:05d}.csv")
         (out / "chunks").mkdir(parents=True, exist_ok=True)
 
-    mesh = jax.sharding.Mesh(np.array(devices), ("grid",))
-    spec = PartitionSpec("grid")
-    # check_vma=False: equinox runtime checks (eqx.error_if) inside the solve are not
-    # annotated for shard_map's varying-axis analysis; every point is independent anyway.
-    run_chunk = jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec,
-                                      check_vma=False))
+    run_chunk = _chunk_function(fn, tuple(devices))
 
     start = time.perf_counter()
     done_now = 0
@@ -167,6 +163,23 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
                   [[repr(float(table[k][i])) for k in (*names, *outcome_names)]
                    for i in range(n)])
     return table
+
+
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _chunk_function(fn, devices: tuple):
+    """`jit(shard_map(vmap(fn)))` over a 1-D mesh of `devices`, cached per function so that a
+    second sweep with the same `fn` reuses the compiled chunk."""
+    per_fn = _COMPILED.setdefault(fn, {})
+    if devices not in per_fn:
+        mesh = jax.sharding.Mesh(np.array(devices), ("grid",))
+        spec = PartitionSpec("grid")
+        # check_vma=False: equinox runtime checks (eqx.error_if) inside the solve are not
+        # annotated for shard_map's varying-axis analysis; every point is independent anyway.
+        per_fn[devices] = jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec,
+                                                out_specs=spec, check_vma=False))
+    return per_fn[devices]
 
 
 def _fingerprint(cols: dict, chunk_size: int) -> str:
