@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 from hsgd._cli import main
-from hsgd._config import ConfigError, build
+from hsgd._config import ConfigError, build, build_sweep
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -34,7 +34,8 @@ def test_every_readme_config_is_valid(text, monkeypatch):
     mod.huber = _huber
     monkeypatch.setitem(sys.modules, "mypackage", pkg)
     monkeypatch.setitem(sys.modules, "mypackage.losses", mod)
-    job = build(tomllib.loads(text))
+    raw = tomllib.loads(text)
+    job = build_sweep(raw) if "sweep" in raw else build(raw)
     assert job.problem.X_star.shape[0] == job.config["problem"]["d"]
 
 
@@ -129,3 +130,38 @@ sgd_runs = 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ode_diverged"] and summary["ode_divergence_time"] <= 40.0
     assert summary["sgd_diverged_runs"] == 2
+
+
+def test_sweep_cli_writes_table_and_plot(tmp_path, capsys):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text("""
+[problem]
+loss = "least_squares"
+noise_std = 0.3
+d = 50
+[problem.spectrum]
+kind = "uniform"
+low = 0.2
+high = 1.8
+[sweep]
+gamma = { start = 0.1, stop = 8.0, num = 6, spacing = "log" }
+batch = [1, 4]
+chunk_size = 5
+horizon = 20.0
+num_times = 5
+""")
+    out = tmp_path / "out"
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 12
+    # gamma = 8 with batch 1 is far past the least-squares stability limit (~2 beta)
+    assert any(float(r["diverged"]) > 0 for r in rows) and any(float(r["diverged"]) == 0
+                                                                 for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["best_gamma_per_batch"]) == {"1", "4"}
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # a second run into the same folder needs --resume, which then recomputes nothing
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 2
+    assert main(["sweep", str(cfg), "--out", str(out), "--resume"]) == 0
+    with pytest.raises(ConfigError, match="sweep.gama"):
+        build_sweep({"sweep": {"gama": [1.0]}})
