@@ -54,19 +54,26 @@ def test_path_mean_follows_ode(case):
 
 
 def test_spread_matches_sgd():
-    # Homogenized SGD has SGD's fluctuations: the path-to-path std of the risk at the final
-    # time matches the run-to-run std of SGD. Both are estimated from 16 samples: the ratio of
-    # two such standard deviations lies in [1/2, 2] with probability > 99% for normal data
-    # (F(15, 15) law: P(F > 4) ~ 0.5%), hence the factor 2.
+    # Homogenized SGD has SGD's O(d^-1/2) fluctuations, with a constant that is close to but not
+    # exactly SGD's: SGD's per-step second-order term (gamma/d)^2 (a'Ka) g^2 / 2 is random (g^2
+    # fluctuates at O(1)) and anti-correlated with its first-order term, where the SDE's Ito
+    # term is deterministic. Measured here with 128 samples each: std(SDE)/std(SGD) ~ 1.3 at
+    # t = 4 (1.3-1.5 over the run), the same at d = 250-1000. Both std's are estimated from 32
+    # samples; a factor 2 leaves room for the 1.3 and for the sampling error of the ratio
+    # (P(F(31, 31) > (2/1.3)^2) ~ 1%).
     prob = _least_squares()
-    sde_res = hsgd.sde(prob, 1.0, TS, jax.random.PRNGKey(5), num_paths=16)
-    sgd_res = hsgd.simulate(prob, 1.0, TS, jax.random.PRNGKey(2), num_runs=16)
-    s_sde, s_sgd = float(sde_res.std()[-1]), float(sgd_res.std()[-1])
+    # 2 x 16 SDE paths: two keys reuse the solve compiled for test_path_mean_follows_ode
+    sde_final = np.concatenate([
+        np.asarray(hsgd.sde(prob, 1.0, TS, jax.random.PRNGKey(k), num_paths=16).risk[:, -1])
+        for k in (5, 6)])
+    sgd_final = np.asarray(hsgd.simulate(prob, 1.0, TS, jax.random.PRNGKey(2),
+                                         num_runs=32).risk[:, -1])
+    s_sde, s_sgd = np.std(sde_final, ddof=1), np.std(sgd_final, ddof=1)
     assert s_sde > 0 and s_sgd > 0
     assert 0.5 < s_sde / s_sgd < 2.0, (s_sde, s_sgd)
-    # and the means agree within the same Monte-Carlo band
-    se = np.hypot(s_sde, s_sgd) / 4
-    assert abs(float(sde_res.mean()[-1] - sgd_res.mean()[-1])) < 5 * se
+    # and the means agree within the Monte-Carlo band (plus the O(1/d) mean discrepancy)
+    se = np.hypot(s_sde, s_sgd) / np.sqrt(32)
+    assert abs(np.mean(sde_final) - np.mean(sgd_final)) < 5 * se
 
 
 def test_halving_dt_changes_little():
