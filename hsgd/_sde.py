@@ -88,10 +88,11 @@ def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, bat
       which differs from the Itô one here only by an $O(1/d)$ relative drift (row $j$ of the
       noise depends on $X$ through $B$ alone), the order of the SDE's own error against SGD.
     - `coupled`: `False` (default) draws independent Gaussian increments step by step
-      (`diffrax.UnsafeBrownianPath`, the cheapest). `True` samples each path from a
-      `diffrax.VirtualBrownianTree`, so that solves with different `dt` (or solvers) see the same
-      Brownian path — for convergence checks; the noise then costs about
-      $2\log_2(t_{\rm final}/\Delta t) + 8$ times more.
+      (`diffrax.UnsafeBrownianPath`, the cheapest; each increment is keyed by its step's end
+      points in float32, so steps shorter than $10^{-6} t_{\rm final}$ are refused). `True`
+      samples each path from a `diffrax.VirtualBrownianTree`, so that solves with different
+      `dt` (or solvers) see the same Brownian path — for convergence checks; the noise then
+      costs about $2\log_2(4 t_{\rm final}/\Delta t)$ times more.
     - `blowup`: a path counts as diverged once $\max|B|$ exceeds `blowup`$\times(1+\max|B(0)|)$
       or its risk is not finite; its solve stops there.
 
@@ -137,6 +138,11 @@ def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, bat
     if not (math.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be finite and > 0, got {dt}")
     grid = _step_grid(ts_np, dt)
+    if not coupled and grid.size > 1 and np.min(np.diff(grid)) < 1e-6 * max(t_final, 1.0):
+        # UnsafeBrownianPath keys each increment by its (t0, t1) rounded to float32
+        raise ValueError(f"a step of {np.min(np.diff(grid)):.3g} is too short for independent "
+                         f"increments on [0, {t_final:.4g}] (two record times almost equal?); "
+                         f"pass coupled=True")
     dtype = problem.X0.dtype
     return _solve(problem, schedule, jnp.asarray(ts_np, dtype), jnp.asarray(grid, dtype),
                   key, jnp.asarray(batch_f, dtype), num_paths,

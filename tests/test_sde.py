@@ -151,3 +151,5 @@ def test_bad_input():
         hsgd.sde(prob, 1.0, jnp.array([-1.0, 0.5]), key)
     with pytest.raises(ValueError, match="dt"):
         hsgd.sde(prob, 1.0, TS, key, dt=0.0)
+    with pytest.raises(ValueError, match="coupled=True"):  # increments keyed in float32
+        hsgd.sde(prob, 1.0, jnp.array([0.0, 1.0, 1.0 + 1e-9]), key)
