@@ -4,8 +4,8 @@ See SPEC.md for the equations; every public name has a docstring with the one it
 """
 
 from ._expectations import (
-    default_rule as default_rule,
     GaussianRule as GaussianRule,
+    default_rule as default_rule,
     psd_factor as psd_factor,
 )
 from ._loss import (
@@ -24,11 +24,10 @@ from ._noise import (
     GaussianNoise as GaussianNoise,
     NoNoise as NoNoise,
 )
-from ._ode import ode as ode, Solution as Solution, Statistic as Statistic
+from ._ode import Solution as Solution, Statistic as Statistic, ode as ode
 from ._problem import Problem as Problem
 from ._schedule import (
     AbstractSchedule as AbstractSchedule,
-    as_schedule as as_schedule,
     Constant as Constant,
     Cosine as Cosine,
     ExponentialDecay as ExponentialDecay,
@@ -36,6 +35,7 @@ from ._schedule import (
     PiecewiseLinear as PiecewiseLinear,
     StepDecay as StepDecay,
     WarmupDecay as WarmupDecay,
+    as_schedule as as_schedule,
 )
 from ._sde import sde as sde
 from ._sgd import SGDResult as SGDResult, simulate as simulate

@@ -99,14 +99,17 @@ def load(path: str | Path | None) -> Job:
     if path is None:
         return build({})
     path = Path(path)
+    return build(_read_toml(path), base=path.parent)
+
+
+def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return build(raw, base=path.parent)
 
 
 def merge(raw: dict) -> dict:
@@ -189,14 +192,7 @@ class SweepJob:
 def load_sweep(path: str | Path) -> SweepJob:
     """Read a sweep config: the [problem] section as for `hsgd run` plus a [sweep] section."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return build_sweep(raw, base=path.parent)
+    return build_sweep(_read_toml(path), base=path.parent)
 
 
 def build_sweep(raw: dict, base: Path | None = None) -> SweepJob:

@@ -105,7 +105,7 @@ def _default_nodes(p: int):
     return _qmc_nodes(p, _QMC_POINTS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gauss_hermite_nodes(p: int, n: int):
     z1, w1 = np.polynomial.hermite_e.hermegauss(n)
     w1 = w1 / w1.sum()
@@ -116,7 +116,7 @@ def _gauss_hermite_nodes(p: int, n: int):
     return nodes, weights
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _qmc_nodes(p: int, num_points: int):
     half = (num_points + 1) // 2
     z = _ndtri_np(_halton(half, p))

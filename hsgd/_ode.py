@@ -8,7 +8,8 @@ $$\frac{dV_j}{dt} = -\gamma_t\lambda_j\,(G V_j + V_j G^\top) + \frac{\gamma_t^2\
 with $G = \begin{pmatrix}J(B)\\0\end{pmatrix}$, $E_m = \operatorname{blockdiag}(I(B), 0)$, time
 $t = k/d$ ($k$ SGD iterations, step $\gamma_k/d$, mini-batch $\beta$). The risk is $h(B(t))$, any
 statistic $g(W^\top q(K) W)$ is $g(\sum_j \omega_j q(\lambda_j) V_j(t))$, and the critical
-learning rate is $\gamma_{\rm crit} = 2\beta A(B)/((\operatorname{tr}K/d)\, \operatorname{tr} I(B))$.
+learning rate is
+$\gamma_{\rm crit} = 2\beta A(B)/((\operatorname{tr}K/d)\, \operatorname{tr} I(B))$.
 """
 
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from jaxtyping import Array, Bool, Float
 
 from ._custom_types import Times
 from ._problem import Problem
-from ._schedule import AbstractSchedule, as_schedule
+from ._schedule import as_schedule
 
 
 class Statistic(eqx.Module):
@@ -42,8 +43,7 @@ class Statistic(eqx.Module):
     q: Callable = eqx.field(static=True, default=jnp.ones_like)
 
     def __call__(self, eigenvalues, weights, V):
-        S = jnp.einsum("j,jab->ab", weights * self.q(eigenvalues), V)
-        return self.g(S)
+        return self.g(jnp.tensordot(weights * self.q(eigenvalues), V, axes=1))
 
 
 class Solution(eqx.Module):
@@ -72,16 +72,21 @@ class Solution(eqx.Module):
     num_steps: Array
 
     def cosine(self) -> Float[Array, " T"]:
-        r"""$\langle X, X^*\rangle_K / (\|X\|_K\|X^*\|_K) = B_{12}/\sqrt{B_{11}B_{22}}$ ($m = m^* = 1$)."""
+        r"""The cosine with the target in the $K$-geometry ($m = m^* = 1$):
+        $\langle X, X^*\rangle_K / (\|X\|_K\|X^*\|_K) = B_{12}/\sqrt{B_{11}B_{22}}$."""
         return self.B[:, 0, 1] / jnp.sqrt(self.B[:, 0, 0] * self.B[:, 1, 1])
+
+
+def _identity(lam):
+    return lam
 
 
 def drift(problem: Problem, V, gamma, batch):
     r"""The right-hand side $dV_j/dt$ for all modes (exposed for solvers and tests)."""
-    lam, w = problem.spectrum.eigenvalues, problem.spectrum.weights
+    lam = problem.spectrum.eigenvalues
     loss = problem.loss
     m, p = loss.m, loss.p
-    B = jnp.einsum("j,jab->ab", w * lam, V)
+    B = problem.spectrum.weighted_sum(V, q=_identity)
     mom = loss.moments(B)
     G = jnp.zeros((p, p), V.dtype).at[:m, :].set(mom.J)
     E = jnp.zeros((p, p), V.dtype).at[:m, :m].set(mom.I)
@@ -93,12 +98,12 @@ def drift(problem: Problem, V, gamma, batch):
 def _observe(problem: Problem, V, gamma, batch, statistics):
     lam, w = problem.spectrum.eigenvalues, problem.spectrum.weights
     loss = problem.loss
-    B = jnp.einsum("j,jab->ab", w * lam, V)
+    B = problem.spectrum.weighted_sum(V, q=_identity)
     mom = loss.moments(B)
     m = loss.m
     if loss.m == loss.m_star:
         P = jnp.concatenate([jnp.eye(m), -jnp.eye(m)], axis=1).astype(V.dtype)
-        S = jnp.einsum("j,jab->ab", w, V)
+        S = problem.spectrum.weighted_sum(V)
         distance = jnp.trace(P @ S @ P.T)
         mean_lam = jnp.sum(w * lam)
         gamma_crit = 2 * batch * mom.A / (mean_lam * jnp.trace(mom.I))
@@ -180,9 +185,7 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
     bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
 
     def blew_up(t, V, args, **kwargs):
-        prob = args[0]
-        s = prob.spectrum
-        B = jnp.einsum("j,jab->ab", s.weights * s.eigenvalues, V)
+        B = args[0].spectrum.weighted_sum(V, q=_identity)
         return ~(jnp.max(jnp.abs(B)) < bound)
 
     def save(t, V, args):

@@ -55,8 +55,7 @@ class Problem(eqx.Module):
 
     def B0(self) -> Float[Array, "p p"]:
         r"""$B(0) = \sum_j \omega_j\lambda_j V_j(0) = W_0^\top K W_0$."""
-        s = self.spectrum
-        return jnp.einsum("j,jab->ab", s.weights * s.eigenvalues, self.V0)
+        return self.spectrum.weighted_sum(self.V0, q=lambda lam: lam)
 
     @classmethod
     def from_arrays(cls, loss: AbstractLoss, spectrum, X_star, X0=None) -> "Problem":

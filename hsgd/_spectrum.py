@@ -121,6 +121,13 @@ class Spectrum(eqx.Module):
         r"""The first moment $\sum_j \omega_j \lambda_j = \operatorname{tr}K/d$."""
         return jnp.sum(self.weights * self.eigenvalues)
 
+    def weighted_sum(self, values, q=None):
+        r"""$\sum_j \omega_j\, q(\lambda_j)\, v_j$ over the leading axis of `values` (default
+        $q \equiv 1$); e.g. $B = W^\top K W = \sum_j \omega_j \lambda_j V_j$ with
+        `q = lambda lam: lam`."""
+        w = self.weights if q is None else self.weights * q(self.eigenvalues)
+        return jnp.tensordot(w.astype(values.dtype), values, axes=1)
+
     def moment(self, q: Callable[[Float[Array, " n"]], Float[Array, " n"]]) -> Float[Array, ""]:
         r"""The average $\sum_j \omega_j\, q(\lambda_j)$ of a vectorised function $q$
         (e.g. `spectrum.moment(lambda x: x**2)` is $\operatorname{tr}K^2/d$)."""

@@ -82,7 +82,7 @@ def test_logistic_closed_expressions_one_dimensional():
     ds = lambda u: s(u) * (1 - s(u))
     x, xs = np.sqrt(a) * z, np.sqrt(c) * z
     J = [np.sum(w * ds(x)), -np.sum(w * ds(xs))]
-    I = (np.sum(w[:, None] * w[None, :] * (s(x)[:, None] - s(xs)[None, :]) ** 2)
+    I = (np.sum(w[:, None] * w[None, :] * (s(x)[:, None] - s(xs)[None, :]) ** 2)  # noqa: E741
          + np.sum(w * s(xs) * (1 - s(xs))))
     mom = hsgd.Logistic().moments(jnp.diag(jnp.array([a, c])))
     np.testing.assert_allclose(mom.J, [J], rtol=1e-7)

@@ -101,7 +101,7 @@ def test_gamma_crit_least_squares_closed_form():
 
 
 def test_statistic_of_user_choice():
-    # q(lam) = lam and g = B_22 gives X*^T K X* = sum_j w_j lam_j V_22 = mean(lam) |X*|^2 (constant).
+    # q(lam) = lam, g = B_22: X*^T K X* = sum_j w_j lam_j V_22 = mean(lam) |X*|^2 (constant).
     prob = _ls_problem()
     stat = hsgd.Statistic(lambda S: S[1, 1], q=lambda lam: lam)
     sol = hsgd.ode(prob, 0.5, jnp.array([0.0, 2.0]), statistics={"target_energy": stat})

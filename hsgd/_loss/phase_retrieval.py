@@ -1,4 +1,5 @@
 import equinox as eqx
+
 from .._noise import GaussianNoise
 from .base import AbstractLoss, Moments
 
