@@ -105,8 +105,7 @@ def _observe(problem: Problem, V, gamma, batch, statistics):
         P = jnp.concatenate([jnp.eye(m), -jnp.eye(m)], axis=1).astype(V.dtype)
         S = problem.spectrum.weighted_sum(V)
         distance = jnp.trace(P @ S @ P.T)
-        mean_lam = jnp.sum(w * lam)
-        gamma_crit = 2 * batch * mom.A / (mean_lam * jnp.trace(mom.I))
+        gamma_crit = 2 * batch * mom.A / (problem.spectrum.mean() * jnp.trace(mom.I))
     else:
         distance = gamma_crit = jnp.full((), jnp.nan, V.dtype)
     stats = {k: s(lam, w, V) for k, s in statistics.items()}
@@ -205,14 +204,13 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
     ok = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.event_occurred)
     risk = eqx.error_if(risk, ~ok, "the ODE solver failed (max_steps reached or step size "
                         "collapsed); pass a larger max_steps or a stiff solver")
+    bad = jnp.cumsum(bad) > 0  # everything after the first bad time is reported as NaN
     diverged = jnp.any(bad)
-    first_bad = jnp.argmax(bad)
-    divergence_time = jnp.where(diverged, ts[first_bad], jnp.inf)
-    nan_after = jax.vmap(lambda b: b)(bad)
+    divergence_time = jnp.where(diverged, ts[jnp.argmax(bad)], jnp.inf)
 
     def mask(x):
         shape = (ts.shape[0],) + (1,) * (x.ndim - 1)
-        return jnp.where(nan_after.reshape(shape), jnp.nan, x)
+        return jnp.where(bad.reshape(shape), jnp.nan, x)
 
     return Solution(
         ts=ts, risk=mask(risk), B=mask(out["B"]), distance=mask(out["distance"]),
