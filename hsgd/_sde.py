@@ -26,7 +26,7 @@ from ._custom_types import PRNGKey
 from ._expectations import psd_factor
 from ._problem import Problem
 from ._schedule import as_schedule
-from ._sgd import SGDResult
+from ._sgd import SGDResult, observe
 
 # Default Euler–Maruyama step: min(_DT_CAP, _DT_SCALE / (gamma_max * lambda_max)); see default_dt.
 _DT_CAP = 0.05
@@ -159,15 +159,6 @@ def _step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
     return np.concatenate(pieces)
 
 
-def _observe(problem: Problem, X):
-    W = jnp.concatenate([X, problem.X_star], axis=1)
-    B = (W.T * problem.spectrum.eigenvalues) @ W
-    risk = problem.loss.risk(B)
-    dist = (jnp.sum((X - problem.X_star) ** 2) if problem.loss.m == problem.loss.m_star
-            else jnp.full((), jnp.nan, X.dtype))
-    return risk, B, dist
-
-
 @eqx.filter_jit
 def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, blowup):
     lam = problem.spectrum.eigenvalues.astype(ts.dtype)
@@ -200,7 +191,7 @@ def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, 
         return ~(jnp.max(jnp.abs(B)) < bound)
 
     def save(t, X, args):
-        return _observe(problem, X)
+        return observe(problem, X)
 
     t0, t1 = grid[0], grid[-1]
     num_steps = grid.shape[0] - 1
@@ -232,10 +223,5 @@ def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, 
     risk, B, dist = out
     risk = eqx.error_if(risk, ~jnp.all(ok), "the SDE solve failed (not a divergence); "
                         "check the solver and dt")
-    bad = ~jnp.isfinite(risk) | ~(jnp.max(jnp.abs(B), axis=(-1, -2)) < bound)
-    bad = bad | (jnp.arange(ts.shape[0])[None, :] >= saved[:, None])
-    bad = jnp.cumsum(bad, axis=1) > 0
-    diverged = jnp.any(bad, axis=1)
-    divergence_time = jnp.where(diverged, ts[jnp.argmax(bad, axis=1)], jnp.inf)
-    return SGDResult(ts=ts, risk=jnp.where(bad, jnp.nan, risk), B=B, distance=dist,
-                     diverged=diverged, divergence_time=divergence_time)
+    unsaved = jnp.arange(ts.shape[0])[None, :] >= saved[:, None]
+    return SGDResult.from_paths(ts, risk, B, dist, bound, failed=unsaved)

@@ -38,6 +38,20 @@ class SGDResult(eqx.Module):
     diverged: Bool[Array, " R"]
     divergence_time: Float[Array, " R"]
 
+    @classmethod
+    def from_paths(cls, ts, risk, B, distance, bound, failed=None) -> "SGDResult":
+        r"""Collect recorded paths: a path has diverged from the first time its risk is not
+        finite, $\max|B|$ reaches `bound` or `failed` (R, T) is set; from then on its risk
+        is NaN."""
+        bad = ~jnp.isfinite(risk) | ~(jnp.max(jnp.abs(B), axis=(-1, -2)) < bound)
+        if failed is not None:
+            bad = bad | failed
+        bad = jnp.cumsum(bad, axis=1) > 0
+        diverged = jnp.any(bad, axis=1)
+        divergence_time = jnp.where(diverged, ts[jnp.argmax(bad, axis=1)], jnp.inf)
+        return cls(ts=ts, risk=jnp.where(bad, jnp.nan, risk), B=B, distance=distance,
+                   diverged=diverged, divergence_time=divergence_time)
+
     def mean(self) -> Float[Array, " T"]:
         """Mean risk over runs."""
         return jnp.mean(self.risk, axis=0)
@@ -74,18 +88,20 @@ def _advance(problem, schedule, batch, X, keys, k0, k1):
     return jax.vmap(one_run)(X, keys)
 
 
+def observe(problem: Problem, X):
+    r"""Exact risk $h(W^\top K W)$, $B = W^\top K W$ and $\|X - X^*\|^2$ (NaN when
+    $m \ne m^*$) of one iterate $X$ — what SGD and homogenized-SGD paths record."""
+    W = jnp.concatenate([X, problem.X_star], axis=1)
+    B = (W.T * problem.spectrum.eigenvalues) @ W
+    risk = problem.loss.risk(B)
+    dist = (jnp.sum((X - problem.X_star) ** 2) if problem.loss.m == problem.loss.m_star
+            else jnp.full((), jnp.nan, X.dtype))
+    return risk, B, dist
+
+
 @eqx.filter_jit
 def _record(problem, X):
-    def one(X):
-        W = jnp.concatenate([X, problem.X_star], axis=1)
-        B = (W.T * problem.spectrum.eigenvalues) @ W
-        risk = problem.loss.risk(B)
-        m = problem.loss.m
-        dist = (jnp.sum((X - problem.X_star) ** 2) if m == problem.loss.m_star
-                else jnp.full((), jnp.nan, X.dtype))
-        return risk, B, dist
-
-    return jax.vmap(one)(X)
+    return jax.vmap(lambda x: observe(problem, x))(X)
 
 
 def simulate(problem: Problem, schedule, ts, key: PRNGKey, *, num_runs: int = 8,
@@ -148,14 +164,6 @@ def simulate(problem: Problem, schedule, ts, key: PRNGKey, *, num_runs: int = 8,
                 last_report = decile
                 print(f"  sgd: t = {ts_np[i]:.4g} / {ts_np[-1]:.4g} "
                       f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
-    risk = jnp.stack(risks, axis=1)
-    B = jnp.stack(Bs, axis=1)
-    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
-    bad = ~jnp.isfinite(risk) | ~(jnp.max(jnp.abs(B), axis=(-1, -2)) < bound)
-    bad = jnp.cumsum(bad, axis=1) > 0
-    diverged = jnp.any(bad, axis=1)
-    ts_j = jnp.asarray(ts_np)
-    divergence_time = jnp.where(diverged, ts_j[jnp.argmax(bad, axis=1)], jnp.inf)
-    return SGDResult(ts=ts_j, risk=jnp.where(bad, jnp.nan, risk), B=B,
-                     distance=jnp.stack(dists, axis=1), diverged=diverged,
-                     divergence_time=divergence_time)
+    return SGDResult.from_paths(jnp.asarray(ts_np), jnp.stack(risks, axis=1),
+                                jnp.stack(Bs, axis=1), jnp.stack(dists, axis=1),
+                                bound=blowup * (1 + jnp.max(jnp.abs(problem.B0()))))
