@@ -8,6 +8,21 @@ from ._expectations import (
     default_rule as default_rule,
     psd_factor as psd_factor,
 )
+from ._finite import (
+    FiniteProblem as FiniteProblem,
+    FiniteSGDResult as FiniteSGDResult,
+    FiniteSolution as FiniteSolution,
+    LinearKvaerno5 as LinearKvaerno5,
+    asymptotic_rate as asymptotic_rate,
+    gamma_max as gamma_max,
+    kernel_norm as kernel_norm,
+    limit_loss as limit_loss,
+    limit_risk as limit_risk,
+    malthusian_root as malthusian_root,
+    marchenko_pastur_edge as marchenko_pastur_edge,
+    phase_transition_stepsize as phase_transition_stepsize,
+    volterra as volterra,
+)
 from ._loss import (
     AbstractLoss as AbstractLoss,
     CustomLoss as CustomLoss,

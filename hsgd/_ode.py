@@ -20,7 +20,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from ._blowup import after_first, nan_where
+from . import _finite as finite
 from ._custom_types import Times
+from ._finite import FiniteProblem
 from ._problem import Problem
 from ._schedule import as_schedule
 
@@ -120,6 +123,9 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
         blowup: float = 1e6) -> Solution:
     r"""Solve the deterministic equivalent of one-pass SGD (SPEC §1) on the times `ts`.
 
+    Given a [`FiniteProblem`][] instead, solves the per-mode ODE of multi-pass SGD on least
+    squares (SPEC §2) and returns a [`FiniteSolution`][] (see `hsgd._finite.ode`).
+
     **Arguments:**
 
     - `problem`: a [`Problem`][] (loss, spectrum, initial per-mode moments).
@@ -145,6 +151,12 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     sol.risk
     ```
     """
+    if isinstance(problem, FiniteProblem):
+        if batch != 1.0 or statistics or stepsize_controller is not None or dt0 is not None:
+            raise ValueError("batch, statistics, stepsize_controller and dt0 apply to streaming "
+                             "problems; for a FiniteProblem see hsgd._finite.ode (rtol, atol)")
+        return finite.ode(problem, schedule, ts, solver=solver, adjoint=adjoint,
+                          max_steps=max_steps, blowup=blowup)
     schedule = as_schedule(schedule)
     statistics = {} if statistics is None else dict(statistics)
     ts = jnp.asarray(ts, dtype=problem.V0.dtype)
@@ -204,13 +216,10 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
     ok = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.event_occurred)
     risk = eqx.error_if(risk, ~ok, "the ODE solver failed (max_steps reached or step size "
                         "collapsed); pass a larger max_steps or a stiff solver")
-    bad = jnp.cumsum(bad) > 0  # everything after the first bad time is reported as NaN
-    diverged = jnp.any(bad)
-    divergence_time = jnp.where(diverged, ts[jnp.argmax(bad)], jnp.inf)
+    bad, diverged, divergence_time = after_first(ts, bad)  # NaN from the first bad time on
 
     def mask(x):
-        shape = (ts.shape[0],) + (1,) * (x.ndim - 1)
-        return jnp.where(bad.reshape(shape), jnp.nan, x)
+        return nan_where(bad, x)
 
     return Solution(
         ts=ts, risk=mask(risk), B=mask(out["B"]), distance=mask(out["distance"]),

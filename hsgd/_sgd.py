@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from ._blowup import after_first, nan_where
 from ._custom_types import PRNGKey, Times
+from ._finite.problem import FiniteProblem
 from ._problem import Problem
 from ._schedule import as_schedule
 
@@ -46,10 +48,8 @@ class SGDResult(eqx.Module):
         bad = ~jnp.isfinite(risk) | ~(jnp.max(jnp.abs(B), axis=(-1, -2)) < bound)
         if failed is not None:
             bad = bad | failed
-        bad = jnp.cumsum(bad, axis=1) > 0
-        diverged = jnp.any(bad, axis=1)
-        divergence_time = jnp.where(diverged, ts[jnp.argmax(bad, axis=1)], jnp.inf)
-        return cls(ts=ts, risk=jnp.where(bad, jnp.nan, risk), B=B, distance=distance,
+        bad, diverged, divergence_time = after_first(ts, bad)
+        return cls(ts=ts, risk=nan_where(bad, risk), B=B, distance=distance,
                    diverged=diverged, divergence_time=divergence_time)
 
     def mean(self) -> Float[Array, " T"]:
@@ -106,8 +106,12 @@ def _record(problem, X):
 
 def simulate(problem: Problem, schedule, ts, key: PRNGKey, *, num_runs: int = 8,
              batch: int = 1, blowup: float = 1e6,
-             progress: bool | Callable[[float, float], None] = False) -> SGDResult:
+             progress: bool | Callable[[float, float], None] = False,
+             **finite_options) -> SGDResult:
     r"""Run `num_runs` independent one-pass SGD runs (vmapped) and record them at times `ts`.
+
+    Given a [`FiniteProblem`][], runs multi-pass SGD over its rows instead (epochs $t = k\beta/n$,
+    option `reshuffle`) and returns a [`FiniteSGDResult`][] (see `hsgd._finite.simulate`).
 
     **Arguments:**
 
@@ -127,6 +131,11 @@ def simulate(problem: Problem, schedule, ts, key: PRNGKey, *, num_runs: int = 8,
     Costs $O(\beta d m)$ per step and $t d$ steps per unit time: this is the expensive ground
     truth the ODE replaces.
     """
+    if isinstance(problem, FiniteProblem):
+        return finite_simulate(problem, schedule, ts, key, num_runs=num_runs, batch=batch,
+                               blowup=blowup, progress=progress, **finite_options)
+    if finite_options:
+        raise ValueError(f"options {sorted(finite_options)} apply to finite-data problems only")
     if problem.X_star is None:
         raise ValueError("simulate needs a problem with an instance (X_star, X0): build it with "
                          "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
@@ -136,34 +145,53 @@ def simulate(problem: Problem, schedule, ts, key: PRNGKey, *, num_runs: int = 8,
     if int(num_runs) < 1:
         raise ValueError(f"num_runs must be >= 1, got {num_runs}")
     schedule = as_schedule(schedule)
+    ts_np = check_times(ts)
+    steps = np.rint(ts_np * problem.d).astype(np.int64)
+    X = jnp.broadcast_to(problem.X0, (num_runs, *problem.X0.shape))
+    keys = jax.random.split(key, num_runs)
+
+    def advance(state, k0, k1):
+        return _advance(problem, schedule, batch, *state, k0, k1)
+
+    risk, B, dist = drive(advance, lambda state: _record(problem, state[0]), (X, keys), steps,
+                          ts_np, progress, "sgd")
+    return SGDResult.from_paths(jnp.asarray(ts_np), risk, B, dist,
+                                bound=blowup * (1 + jnp.max(jnp.abs(problem.B0()))))
+
+
+def finite_simulate(*args, **kwargs):
+    from ._finite import simulate as _simulate  # the finite simulator builds on this module
+
+    return _simulate(*args, **kwargs)
+
+
+def check_times(ts) -> np.ndarray:
+    """`ts` as a float64 NumPy array, checked to be 1-D, non-empty, >= 0 and non-decreasing."""
     ts_np = np.asarray(ts, dtype=float)
     if ts_np.ndim != 1 or ts_np.size == 0 or np.any(ts_np < 0) or np.any(np.diff(ts_np) < 0):
         raise ValueError(f"ts must be a non-empty, non-decreasing 1-D array of times >= 0, "
                          f"got {ts_np}")
-    d = problem.d
-    steps = np.rint(ts_np * d).astype(np.int64)
-    X = jnp.broadcast_to(problem.X0, (num_runs, *problem.X0.shape))
-    keys = jax.random.split(key, num_runs)
-    risks, Bs, dists = [], [], []
+    return ts_np
+
+
+def drive(advance, record, state, steps, ts_np, progress, label: str):
+    r"""The loop every simulator shares: advance `state` from iteration to iteration
+    (`advance(state, k0, k1)`, jitted, traced bounds so it compiles once), `record(state)` at
+    each of `steps`, report progress; returns the records stacked along a time axis 1."""
+    records = []
     k = 0
     start, last_report = time.perf_counter(), -1
     for i, k_next in enumerate(steps):
         if k_next > k:
-            X, keys = _advance(problem, schedule, batch, X, keys, jnp.asarray(k),
-                               jnp.asarray(int(k_next)))
+            state = advance(state, jnp.asarray(k), jnp.asarray(int(k_next)))
             k = int(k_next)
-        r, B, dist = _record(problem, X)
-        risks.append(r)
-        Bs.append(B)
-        dists.append(dist)
+        records.append(record(state))
         if callable(progress):
             progress(float(ts_np[i]), float(ts_np[-1]))
         elif progress:
             decile = int(10 * (i + 1) / len(steps))
             if decile > last_report:
                 last_report = decile
-                print(f"  sgd: t = {ts_np[i]:.4g} / {ts_np[-1]:.4g} "
+                print(f"  {label}: t = {ts_np[i]:.4g} / {ts_np[-1]:.4g} "
                       f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
-    return SGDResult.from_paths(jnp.asarray(ts_np), jnp.stack(risks, axis=1),
-                                jnp.stack(Bs, axis=1), jnp.stack(dists, axis=1),
-                                bound=blowup * (1 + jnp.max(jnp.abs(problem.B0()))))
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs, axis=1), *records)
