@@ -94,12 +94,13 @@ def _finish(problem, ts, loss, risk, gamma, Gamma, bad, num_steps):
 
 # ---------------------------------------------------------------------- the per-mode ODE
 
+# The tableau as Python floats (weakly typed: they keep a float32 state float32).
 _KV5 = diffrax.Kvaerno5.tableau
-_C = np.concatenate([[0.0], np.asarray(_KV5.c)])
-_A = [np.asarray(row) for row in _KV5.a_lower]
-_DIAG = np.asarray(_KV5.a_diagonal)
-_B = np.asarray(_KV5.b_sol)
-_BERR = np.asarray(_KV5.b_error)
+_C = (0.0, *map(float, _KV5.c))
+_A = [tuple(map(float, row)) for row in _KV5.a_lower]
+_DIAG = tuple(map(float, _KV5.a_diagonal))
+_B = tuple(map(float, _KV5.b_sol))
+_BERR = tuple(map(float, _KV5.b_error))
 
 
 class LinearKvaerno5(diffrax.AbstractAdaptiveSolver):
@@ -129,11 +130,11 @@ class LinearKvaerno5(diffrax.AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         problem, schedule = args
         lam, mu, u0, w = _rates(problem)
-        h = t1 - t0
         G0, v0 = y0
+        h = jnp.asarray(t1 - t0).astype(v0.dtype)
         kG, kv = [], []
         for i in range(len(_C)):
-            ti = t0 + _C[i] * h
+            ti = t0 + _C[i] * (t1 - t0)
             zG = G0 + h * sum(_A[i - 1][j] * kG[j] for j in range(i)) if i else G0
             zv = v0 + h * sum(_A[i - 1][j] * kv[j] for j in range(i)) if i else v0
             g = schedule(ti).astype(v0.dtype)

@@ -279,11 +279,16 @@ class FiniteProblem(eqx.Module):
         from .._spectrum import Spectrum
 
         n, d = _positive_int("n", n), _positive_int("d", d)
-        sigma2 = _nonnegative("noise_std", noise_std) ** 2
-        delta = _nonnegative("ridge", ridge)
         spec = Spectrum.marchenko_pastur(d / n, scale=n / d, num_points=num_points)
-        lam = np.asarray(spec.eigenvalues, dtype=float)
-        counts = d * np.asarray(spec.weights, dtype=float)
+        return cls._gaussian_average(np.asarray(spec.eigenvalues, dtype=float),
+                                     d * np.asarray(spec.weights, dtype=float), n, d,
+                                     _nonnegative("noise_std", noise_std) ** 2,
+                                     _nonnegative("ridge", ridge))
+
+    @classmethod
+    def _gaussian_average(cls, lam, counts, n, d, sigma2, delta):
+        """The summary of `gaussian` averaged over x* ~ N(0, I) and the label noise, given the
+        eigenvalues of A^T A (the formulas of `marchenko_pastur`)."""
         pos = lam > 0
         denom = np.where(pos, lam + delta, 1.0)
         c2 = np.where(pos, (lam**2 + sigma2 * lam) / denom**2, 0.0)      # E c_j^2
