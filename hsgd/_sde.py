@@ -24,6 +24,7 @@ import numpy as np
 
 from ._custom_types import PRNGKey
 from ._expectations import psd_factor
+from ._finite.problem import FiniteProblem
 from ._problem import Problem
 from ._schedule import as_schedule
 from ._sgd import SGDResult, observe
@@ -50,7 +51,9 @@ def default_dt(problem: Problem, gamma_max: float) -> float:
     pass a smaller `dt` for tighter agreement with [`ode`][], or a larger one with
     `solver=diffrax.Heun()` (see [`sde`][]).
     """
-    lam_max = float(jnp.max(problem.spectrum.eigenvalues))
+    lam_max = (float(jnp.max(problem.eigenvalues) + problem.ridge)
+               if isinstance(problem, FiniteProblem)
+               else float(jnp.max(problem.spectrum.eigenvalues)))
     rate = abs(float(gamma_max)) * lam_max
     return _DT_CAP if rate == 0.0 else min(_DT_CAP, _DT_SCALE / rate)
 
@@ -59,6 +62,10 @@ def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, bat
         dt=None, solver: diffrax.AbstractSolver | None = None, coupled: bool = False,
         blowup: float = 1e6) -> SGDResult:
     r"""Sample `num_paths` paths of homogenized SGD (SPEC §1) and record them at times `ts`.
+
+    Given a [`FiniteProblem`][] (one mode per direction), samples homogenized SGD for
+    multi-pass least squares instead (SPEC §2, `hsgd._finite.sde`, time in epochs) and returns
+    a [`FiniteSGDResult`][].
 
     $$dX_t = -\gamma_t \nabla R(X_t)\,dt
     + \gamma_t\sqrt{\tfrac{K}{d}\otimes \tfrac{I(B_t)}{\beta}}\; d\mathcal{B}_t,\qquad
@@ -110,7 +117,10 @@ def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, bat
     res.mean(), res.std()          # compare with hsgd.ode(prob, 1.0, ts).risk
     ```
     """
-    if problem.X_star is None or problem.X0 is None:
+    finite = isinstance(problem, FiniteProblem)
+    if finite:
+        _check_finite(problem, batch)
+    elif problem.X_star is None or problem.X0 is None:
         raise ValueError("sde needs a problem with an instance (X_star, X0): build it with "
                          "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
     if int(num_paths) != num_paths or int(num_paths) < 1:
@@ -143,10 +153,28 @@ def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, bat
         raise ValueError(f"a step of {np.min(np.diff(grid)):.3g} is too short for independent "
                          f"increments on [0, {t_final:.4g}] (two record times almost equal?); "
                          f"pass coupled=True")
+    solver = diffrax.Euler() if solver is None else solver
+    if finite:
+        from ._finite.sde import solve as finite_solve
+
+        dtype = problem.eigenvalues.dtype
+        return finite_solve(problem, schedule, jnp.asarray(ts_np, dtype),
+                            jnp.asarray(grid, dtype), key, num_paths, solver, bool(coupled),
+                            float(blowup))
     dtype = problem.X0.dtype
     return _solve(problem, schedule, jnp.asarray(ts_np, dtype), jnp.asarray(grid, dtype),
-                  key, jnp.asarray(batch_f, dtype), num_paths,
-                  diffrax.Euler() if solver is None else solver, bool(coupled), float(blowup))
+                  key, jnp.asarray(batch_f, dtype), num_paths, solver, bool(coupled),
+                  float(blowup))
+
+
+def _check_finite(problem, batch):
+    if not np.all(np.asarray(problem.counts) == 1):
+        raise ValueError("sde on a FiniteProblem needs one mode per eigen-direction (counts all "
+                         "1): build it from data or from an explicit spectrum, not "
+                         "marchenko_pastur")
+    if float(batch) != 1:
+        raise ValueError(f"batch is not a parameter of the finite-data SDE (the summed mini-batch "
+                         f"gradient gives the same diffusion in epochs); got batch={batch}")
 
 
 def _step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
@@ -193,6 +221,18 @@ def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, 
     def save(t, X, args):
         return observe(problem, X)
 
+    (risk, B, dist), unsaved = sample_paths(problem.X0, drift, diffusion, blew_up, save, ts,
+                                            grid, key, num_paths, solver, coupled)
+    return SGDResult.from_paths(ts, risk, B, dist, bound, failed=unsaved)
+
+
+def sample_paths(y0, drift, diffusion, blew_up, save, ts, grid, key, num_paths, solver,
+                 coupled):
+    r"""Sample `num_paths` solutions of $dy = \text{drift}\,dt + \text{diffusion}\,d\mathcal B$
+    from `y0` (one vmapped diffrax solve, stepping exactly onto `grid`), saving `save(t, y)` at
+    `ts`. Returns the saved pytree (leading axes: path, time) and a (paths, times) mask of the
+    times a path never reached (it stopped at a blow-up event). Call inside `jit`."""
+    shape = jax.ShapeDtypeStruct(y0.shape, y0.dtype)
     t0, t1 = grid[0], grid[-1]
     num_steps = grid.shape[0] - 1
 
@@ -206,7 +246,7 @@ def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, 
         adjoint = diffrax.ForwardMode()
         terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
         sol = diffrax.diffeqsolve(
-            terms, solver, t0=t0, t1=t1, dt0=None, y0=problem.X0,
+            terms, solver, t0=t0, t1=t1, dt0=None, y0=y0,
             saveat=diffrax.SaveAt(ts=ts, fn=save), stepsize_controller=diffrax.StepTo(grid),
             event=diffrax.Event(blew_up), max_steps=num_steps, adjoint=adjoint, throw=False)
         ok = ((sol.result == diffrax.RESULTS.successful)
@@ -214,14 +254,14 @@ def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, 
         return sol.ys, jnp.sum(jnp.isfinite(sol.ts)), ok
 
     if num_steps == 0:  # every record time is 0: nothing to integrate
-        out = jax.vmap(lambda _: jax.vmap(lambda t: save(t, problem.X0, None))(ts))(
+        out = jax.vmap(lambda _: jax.vmap(lambda t: save(t, y0, None))(ts))(
             jnp.arange(num_paths))
         saved = jnp.full((num_paths,), ts.shape[0])
         ok = jnp.ones((num_paths,), bool)
     else:
         out, saved, ok = jax.vmap(one_path)(jax.random.split(key, num_paths))
-    risk, B, dist = out
-    risk = eqx.error_if(risk, ~jnp.all(ok), "the SDE solve failed (not a divergence); "
-                        "check the solver and dt")
+    out = jax.tree_util.tree_map(
+        lambda x: eqx.error_if(x, ~jnp.all(ok), "the SDE solve failed (not a divergence); "
+                               "check the solver and dt"), out)
     unsaved = jnp.arange(ts.shape[0])[None, :] >= saved[:, None]
-    return SGDResult.from_paths(ts, risk, B, dist, bound, failed=unsaved)
+    return out, unsaved

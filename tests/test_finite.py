@@ -295,3 +295,24 @@ def test_bad_input_errors(tmp_path):
     spec_only = hsgd.FiniteProblem.marchenko_pastur(100, 50)
     with pytest.raises(ValueError, match="needs the data themselves"):
         hsgd.simulate(spec_only, 0.1, [0.0, 1.0], jax.random.key(0))
+
+
+def test_finite_sde_mean_follows_volterra():
+    # Homogenized SGD for finite data (SPEC §2): the mean of 32 paths vs the Volterra curve,
+    # within 4 SE + 1% (1% covers the Euler-Maruyama bias at the default step, ~0.5%, and
+    # round-off; SE from the paths themselves). The paths must actually fluctuate.
+    prob = hsgd.FiniteProblem.gaussian(400, 200, 2, noise_std=0.3, ridge=0.05)
+    g = 0.6 * hsgd.gamma_max(prob)
+    ts = jnp.linspace(0, 3, 4)
+    pred = hsgd.volterra(prob, g, ts)
+    res = hsgd.sde(prob, g, ts, jax.random.key(0), num_paths=32)
+    for p, x in ((pred.loss, res.loss), (pred.risk, res.risk)):
+        mean, se = np.mean(x, 0), np.std(x, 0, ddof=1) / np.sqrt(32)
+        assert np.all(np.abs(mean - p) <= 4 * se + 0.01 * p), (mean, p)
+        assert np.all(se[1:] > 0)
+    assert np.all(hsgd.sde(prob, 1.3 * hsgd.gamma_max(prob), jnp.linspace(0, 60, 4),
+                           jax.random.key(1), num_paths=2).diverged)
+    with pytest.raises(ValueError, match="one mode per eigen-direction"):
+        hsgd.sde(hsgd.FiniteProblem.marchenko_pastur(100, 50), 0.5, ts, jax.random.key(0))
+    with pytest.raises(ValueError, match="batch is not a parameter"):
+        hsgd.sde(prob, 0.5, ts, jax.random.key(0), batch=4)

@@ -69,15 +69,17 @@ class FiniteProblem(eqx.Module):
 
     - `eigenvalues` $\lambda_j \ge 0$ of $A^\top A$; `counts` $\nu_j$ (directions per mode,
       $\sum_j\nu_j = d$; ones for an explicit spectrum);
-    - `init_error_sq`: $e_j(0)^2$, $e_j = v_j^\top(x - x_{\rm opt})$;
-    - `ridge_cross`: $c_j e_j(0)$ with $c_j = v_j^\top x_{\rm opt}$ (enters only with ridge);
+    - `init_error`: $e_j(0) = v_j^\top(x_0 - x_{\rm opt})$; `x_opt_coords`:
+      $c_j = v_j^\top x_{\rm opt}$ (enters the loss only with ridge);
     - `loss_min`: $L(x_{\rm opt}) = \tfrac12\|Ax_{\rm opt} - b\|^2$; `n`: number of samples;
       `ridge`: $\delta \ge 0$;
-    - population risk (all `None` without one): `risk_min` $R(x_{\rm opt})$, `risk_linear`
-      $g_j e_j(0)$, `risk_quadratic` — either $(S_v)_{jj} e_j(0)^2$ (shape $J$, a diagonal
-      $S_v$) or $(S_v)_{jk}e_j(0)e_k(0)$ (shape $J\times J$) — and `risk_diagonal`
-      $(S_v)_{jj}$;
+    - population risk (all `None` without one): `risk_min` $R(x_{\rm opt})$, `risk_gradient`
+      $g = V^\top(Sx_{\rm opt} - q)$ and `risk_hessian` $S_v = V^\top SV$ — shape $J$ when it
+      is diagonal, $J\times J$ otherwise;
     - `data`: the [`Data`][] itself when built from arrays (needed by the SGD simulator).
+
+    For a mode standing for several directions ($\nu_j > 1$) the values are representative:
+    $e_j(0)^2$, $c_je_j(0)$, $g_je_j(0)$ and $(S_v)_{jj}e_j(0)^2$ are means over its directions.
 
     Build one with [`FiniteProblem.from_arrays`][], [`FiniteProblem.from_npz`][],
     [`FiniteProblem.gaussian`][], [`FiniteProblem.random_features`][],
@@ -87,20 +89,19 @@ class FiniteProblem(eqx.Module):
 
     eigenvalues: Float[Array, " J"]
     counts: Float[Array, " J"]
-    init_error_sq: Float[Array, " J"]
-    ridge_cross: Float[Array, " J"]
+    init_error: Float[Array, " J"]
+    x_opt_coords: Float[Array, " J"]
     loss_min: Float[Array, ""]
     ridge: Float[Array, ""]
     n: int = eqx.field(static=True)
     risk_min: Float[Array, ""] | None = None
-    risk_linear: Float[Array, " J"] | None = None
-    risk_quadratic: Float[Array, "J ..."] | None = None
-    risk_diagonal: Float[Array, " J"] | None = None
+    risk_gradient: Float[Array, " J"] | None = None
+    risk_hessian: Float[Array, "J ..."] | None = None
     data: Data | None = None
 
     def __check_init__(self):
         J = self.eigenvalues.shape[0]
-        for name in ("counts", "init_error_sq", "ridge_cross"):
+        for name in ("counts", "init_error", "x_opt_coords"):
             if getattr(self, name).shape != (J,):
                 raise ValueError(f"{name} has shape {getattr(self, name).shape}; expected ({J},) "
                                  f"like eigenvalues")
@@ -129,27 +130,46 @@ class FiniteProblem(eqx.Module):
         safe = jnp.where(lam > 0, lam + self.ridge, 1.0)
         return jnp.sum(jnp.where(lam > 0, self.counts * lam**2 / safe, 0.0))
 
+    @property
+    def init_error_sq(self):
+        """$e_j(0)^2$."""
+        return self.init_error**2
+
+    @property
+    def risk_diagonal(self):
+        """$(S_v)_{jj}$ (None without a population)."""
+        if self.risk_hessian is None:
+            return None
+        return self.risk_hessian if self.risk_hessian.ndim == 1 else jnp.diag(self.risk_hessian)
+
     def gradient_flow_loss(self, Gamma):
         r"""$L(x^{\rm gf}_\Gamma) = L_{\min} - \delta\sum_j\nu_j c_je_j(0)e^{-(\lambda_j+\delta)
         \Gamma} + \tfrac12\sum_j\nu_j\lambda_je_j(0)^2e^{-2(\lambda_j+\delta)\Gamma}$ — the
         forcing term of the Volterra equation (SPEC §2)."""
-        E = jnp.exp(-(self.eigenvalues + self.ridge) * Gamma)
-        w = self.counts
-        return (self.loss_min - self.ridge * jnp.sum(w * self.ridge_cross * E)
-                + 0.5 * jnp.sum(w * self.eigenvalues * self.init_error_sq * E**2))
+        m = jnp.exp(-(self.eigenvalues + self.ridge) * Gamma) * self.init_error
+        return self.loss_at(m)
 
-    def gradient_flow_risk(self, Gamma):
-        r"""$R(x^{\rm gf}_\Gamma) = R(x_{\rm opt}) + g^\top m + \tfrac12 m^\top S_v m$ with
-        $m_j = e^{-(\lambda_j+\delta)\Gamma}e_j(0)$ (NaN without a population)."""
+    def loss_at(self, e):
+        r"""The training loss at mode coordinates $e$: $L_{\min} - \delta\sum_j\nu_jc_je_j
+        + \tfrac12\sum_j\nu_j\lambda_je_j^2$."""
+        w = self.counts
+        return (self.loss_min - self.ridge * jnp.sum(w * self.x_opt_coords * e)
+                + 0.5 * jnp.sum(w * self.eigenvalues * e**2))
+
+    def risk_at(self, e):
+        r"""The population risk at mode coordinates $e$: $R(x_{\rm opt}) + \sum_j\nu_jg_je_j
+        + \tfrac12 e^\top S_v e$ (NaN without a population)."""
         if not self.has_population:
             return jnp.full((), jnp.nan, self.eigenvalues.dtype)
-        E = jnp.exp(-(self.eigenvalues + self.ridge) * Gamma)
         w = self.counts
-        if self.risk_quadratic.ndim == 1:
-            quad = jnp.sum(w * self.risk_quadratic * E**2)
-        else:
-            quad = E @ (self.risk_quadratic @ E)
-        return self.risk_min + jnp.sum(w * self.risk_linear * E) + 0.5 * quad
+        S = self.risk_hessian
+        quad = jnp.sum(w * S * e**2) if S.ndim == 1 else e @ (S @ e)
+        return self.risk_min + jnp.sum(w * self.risk_gradient * e) + 0.5 * quad
+
+    def gradient_flow_risk(self, Gamma):
+        r"""$R(x^{\rm gf}_\Gamma)$, the population risk on the gradient-flow path
+        $m_j = e^{-(\lambda_j+\delta)\Gamma}e_j(0)$ (NaN without a population)."""
+        return self.risk_at(jnp.exp(-(self.eigenvalues + self.ridge) * Gamma) * self.init_error)
 
     def loss_from_variance(self, Gamma, var):
         r"""$\psi = L(x^{\rm gf}_\Gamma) + \tfrac12\sum_j\nu_j\lambda_j\operatorname{Var}e_j$."""
@@ -200,18 +220,14 @@ class FiniteProblem(eqx.Module):
         x_opt = V @ c
         e0 = V.T @ (x0 - x_opt)
         loss_min = 0.5 * float(np.sum((A @ x_opt - b) ** 2))
-        fields = dict(eigenvalues=lam, counts=np.ones(d), init_error_sq=e0**2,
-                      ridge_cross=c * e0, loss_min=loss_min, ridge=ridge, n=n)
+        fields = dict(eigenvalues=lam, counts=np.ones(d), init_error=e0, x_opt_coords=c,
+                      loss_min=loss_min, ridge=ridge, n=n)
         if population is not None:
             S, q, c0 = population
             g = V.T @ (S @ x_opt - q)
-            if np.array_equal(S, S[0, 0] * np.eye(d)):  # isotropic: S_v = S, per-mode sums
-                quadratic, diagonal = S[0, 0] * e0**2, np.full(d, S[0, 0])
-            else:
-                Sv = V.T @ S @ V
-                quadratic, diagonal = Sv * np.outer(e0, e0), np.diag(Sv).copy()
-            fields.update(risk_min=0.5 * x_opt @ S @ x_opt - q @ x_opt + c0,
-                          risk_linear=g * e0, risk_quadratic=quadratic, risk_diagonal=diagonal)
+            isotropic = np.array_equal(S, S[0, 0] * np.eye(d))  # then S_v = S: per-mode sums
+            fields.update(risk_min=0.5 * x_opt @ S @ x_opt - q @ x_opt + c0, risk_gradient=g,
+                          risk_hessian=np.full(d, S[0, 0]) if isotropic else V.T @ S @ V)
         data = Data(jnp.asarray(A), jnp.asarray(b), jnp.asarray(x0),
                     None if population is None else Population(*map(jnp.asarray, population)))
         return cls._build(fields, data)
@@ -296,12 +312,15 @@ class FiniteProblem(eqx.Module):
         shift2 = c2 - 2 * cx + 1.0                                        # E (c_j - x*_j)^2
         loss_min = 0.5 * (np.sum(np.where(pos, counts * delta**2 * (lam + sigma2) / denom**2,
                                           0.0)) + (n - min(n, d)) * sigma2)
-        fields = dict(eigenvalues=lam, counts=counts, init_error_sq=c2,
-                      ridge_cross=-c2, loss_min=loss_min, ridge=delta, n=n,
+        # Representative signed values: e_j(0) = -c_j with c_j = sqrt(E c_j^2), and g_j e_j(0)
+        # = E (c_j - x*_j)(-c_j) / d.
+        c = np.sqrt(c2)
+        g_e0 = -(c2 - cx) / d
+        fields = dict(eigenvalues=lam, counts=counts, init_error=c, x_opt_coords=-c,
+                      loss_min=loss_min, ridge=delta, n=n,
                       risk_min=0.5 * np.sum(counts * shift2) / d + 0.5 * sigma2,
-                      # g_j e_j(0) = (c_j - x*_j)(-c_j)/d
-                      risk_linear=-(c2 - cx) / d, risk_quadratic=c2 / d,
-                      risk_diagonal=np.full_like(lam, 1.0 / d))
+                      risk_gradient=np.where(c > 0, g_e0 / np.where(c > 0, c, 1.0), 0.0),
+                      risk_hessian=np.full_like(lam, 1.0 / d))
         return cls._build(fields, None)
 
     @classmethod
@@ -358,7 +377,7 @@ class FiniteProblem(eqx.Module):
                              "term of the training loss")
         c = (np.zeros(J) if x_opt_coords is None else
              _finite_vector("x_opt_coords", x_opt_coords, J))
-        fields = dict(eigenvalues=lam, counts=counts, init_error_sq=e0**2, ridge_cross=c * e0,
+        fields = dict(eigenvalues=lam, counts=counts, init_error=e0, x_opt_coords=c,
                       loss_min=_nonnegative("loss_min", loss_min), ridge=ridge,
                       n=_positive_int("n", n))
         if (sigma is None) != (target_shift is None):
@@ -370,7 +389,7 @@ class FiniteProblem(eqx.Module):
             shift = _finite_vector("target_shift", target_shift, J)
             fields.update(risk_min=0.5 * np.sum(counts * s * shift**2)
                           + 0.5 * _nonnegative("noise_var", noise_var),
-                          risk_linear=s * shift * e0, risk_quadratic=s * e0**2, risk_diagonal=s)
+                          risk_gradient=s * shift, risk_hessian=s)
         return cls._build(fields, None)
 
     @classmethod

@@ -44,14 +44,11 @@ def limit_risk(problem: FiniteProblem, gamma):
     psi = limit_loss(problem, gamma)
     lam, mu = problem.eigenvalues, problem.eigenvalues + problem.ridge
     var = jnp.where(mu > 0, gamma * lam * psi / (problem.n * jnp.where(mu > 0, mu, 1.0)), 0.0)
-    E = jnp.where(mu > 0, 0.0, 1.0)  # the gradient-flow path forgets every mode with mu > 0
     if not problem.has_population:
         return jnp.full((), jnp.nan, lam.dtype)
-    w = problem.counts
-    quad = (jnp.sum(w * problem.risk_quadratic * E**2) if problem.risk_quadratic.ndim == 1
-            else E @ (problem.risk_quadratic @ E))
-    mean = problem.risk_min + jnp.sum(w * problem.risk_linear * E) + 0.5 * quad
-    return mean + 0.5 * jnp.sum(w * problem.risk_diagonal * var)
+    # The gradient-flow path forgets every mode with mu > 0; null modes keep their error.
+    mean = problem.risk_at(jnp.where(mu > 0, 0.0, problem.init_error))
+    return mean + 0.5 * jnp.sum(problem.counts * problem.risk_diagonal * var)
 
 
 def _malthusian(problem, gamma, x):
