@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec
 
 from ._io import write_csv, write_json
 from ._ode import ode
+from ._finite import FiniteProblem
 from ._problem import Problem
 from ._schedule import Constant
 
@@ -47,34 +48,50 @@ def grid(**axes) -> dict[str, np.ndarray]:
     return {name: rows[:, i] for i, name in enumerate(axes)}
 
 
-def ode_outcomes(problem: Problem, ts, *, target_risk: float | None = None,
+def ode_outcomes(problem: Problem | FiniteProblem, ts, *, target_risk: float | None = None,
                  schedule: Callable | None = None, **ode_kwargs) -> Callable:
-    r"""A sweep function for the ODE of `problem` (SPEC §1) on output times `ts`.
+    r"""A sweep function for the deterministic dynamics of `problem` on output times `ts`: the
+    ODE of SPEC §1 for a [`Problem`][], the per-mode ODE of SPEC §2 for a [`FiniteProblem`][].
 
     Parameters a point may set: `gamma` (required unless `schedule` is given: a constant
-    learning rate) and `batch` ($\beta$, default 1). With `schedule`, a function
-    `params -> AbstractSchedule` builds the schedule from the point instead.
+    learning rate) and, for streaming problems, `batch` ($\beta$, default 1). With `schedule`,
+    a function `params -> AbstractSchedule` builds the schedule from the point instead.
 
     Outcomes: `final_risk` (NaN when diverged), `min_risk` (over the saved times before any
     divergence), `diverged` (1.0/0.0), `divergence_time` (inf if none) and, with
-    `target_risk`, `time_to_target` (first saved time with risk ≤ target, inf if never).
-    Divergence is detected inside the jitted solve, per point, so diverged points do not
-    poison the rest of the chunk.
+    `target_risk`, `time_to_target` (first saved time with risk ≤ target, inf if never). For
+    a finite-data problem `risk` is the population risk and `final_loss`, `min_loss` (the
+    training loss $\psi$) come too; without a population the risk outcomes are NaN and the
+    target applies to the training loss. Divergence is detected inside the jitted solve, per
+    point, so diverged points do not poison the rest of the chunk.
     """
     ts = jnp.asarray(ts)
     make = schedule if schedule is not None else (lambda p: Constant(p["gamma"]))
+    finite = isinstance(problem, FiniteProblem)
+
+    def best(x):
+        return jnp.nanmin(jnp.where(jnp.isfinite(x), x, jnp.nan))
 
     def fn(params):
-        sol = ode(problem, make(params), ts, batch=params.get("batch", 1.0), **ode_kwargs)
-        risk = sol.risk
-        out = {
-            "final_risk": risk[-1],
-            "min_risk": jnp.nanmin(jnp.where(jnp.isfinite(risk), risk, jnp.nan)),
-            "diverged": sol.diverged.astype(risk.dtype),
-            "divergence_time": sol.divergence_time,
-        }
+        if finite:
+            if "batch" in params:
+                raise ValueError("batch is not a parameter of the finite-data ODE (a summed "
+                                 "mini-batch follows the same curve in epochs)")
+            sol = ode(problem, make(params), ts, **ode_kwargs)
+            curves = {"risk": sol.risk, "loss": sol.loss}
+            target_curve = sol.risk if problem.has_population else sol.loss
+        else:
+            sol = ode(problem, make(params), ts, batch=params.get("batch", 1.0), **ode_kwargs)
+            curves = {"risk": sol.risk}
+            target_curve = sol.risk
+        out = {}
+        for name, curve in curves.items():
+            out[f"final_{name}"] = curve[-1]
+            out[f"min_{name}"] = best(curve)
+        out["diverged"] = sol.diverged.astype(ts.dtype)
+        out["divergence_time"] = sol.divergence_time
         if target_risk is not None:
-            hit = risk <= target_risk
+            hit = target_curve <= target_risk
             out["time_to_target"] = jnp.where(jnp.any(hit), ts[jnp.argmax(hit)], jnp.inf)
         return out
 
