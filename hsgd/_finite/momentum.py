@@ -1,0 +1,226 @@
+r"""The exact discrete dynamics of mini-batch SGD with heavy-ball momentum on finite least
+squares (SPEC §3, 2206.01029).
+
+SGD+M with a batch $\mathcal B_k$ of $\beta$ rows drawn *without replacement*, batch fraction
+$\zeta = \beta/n$, stepsize $\gamma_k$, momentum $\Delta\in[0, 1)$ and ridge $\delta$:
+
+$$x_{k+1} = x_k - \gamma_k\Big(\sum_{i\in\mathcal B_k}a_i(a_i^\top x_k - b_i) + \zeta\delta x_k
+\Big) + \Delta(x_k - x_{k-1}),\qquad x_{-1} = x_0.$$
+
+**How the ridge enters.** The batch gradient is an unbiased estimate of $\zeta$ times the
+gradient of the regularised objective $L(x) + \frac\delta2\|x\|^2$ (SPEC §2), so each step
+carries the ridge term $\gamma_k\zeta\delta x_k$ — the same per-step term as the plain
+finite-data simulator (`hsgd._finite.sgd`). Its mean is $\zeta(A^\top A + \delta)(x - x_{\rm opt})$
+with $x_{\rm opt}$ the ridge solution, and the noise is the batch noise of the unregularised
+loss alone.
+
+**Per mode.** With $e_j = v_j^\top(x - x_{\rm opt})$, $\mu_j = \lambda_j + \delta$ and
+$c_j = 1 + \Delta - \gamma_k\zeta\mu_j$, the mean obeys the deterministic heavy-ball recursion
+$m_{k+1} = c_j m_k - \Delta m_{k-1}$ and the second moments of the fluctuation around it,
+$(V_k, C_k, Q_k) = (\operatorname{Var}e_k, \operatorname{Cov}(e_k, e_{k-1}),
+\operatorname{Var}e_{k-1})$, obey SPEC §3's recursion
+
+$$V_{k+1} = c_j^2V_k - 2c_j\Delta C_k + \Delta^2Q_k
++ \gamma_k^2\zeta(1-\zeta)\lambda_j\frac{2\psi_k}{n},\quad C_{k+1} = c_jV_k - \Delta C_k,
+\quad Q_{k+1} = V_k,$$
+
+started at zero. ($E e^2 = m^2 + V$ obeys the same recursion as $V$ plus the noise term, which
+is SPEC §3 verbatim; splitting off the mean is what gives the population risk.) The noise
+covariance of a without-replacement batch is $\zeta(1-\zeta)\sum_i a_ia_i^\top r_i^2$ up to
+$O(1/n)$, homogenized to $\zeta(1-\zeta)\frac{2L}{n}A^\top A$. The training loss and the
+population risk are
+
+$$\psi_k = L(x_{\rm opt} + m_k) + \tfrac12\sum_j\nu_j\lambda_jV_k^{(j)},\qquad
+R_k = R(x_{\rm opt} + m_k) + \tfrac12\sum_j\nu_j(S_v)_{jj}V_k^{(j)}$$
+
+(modes are uncorrelated given $\psi$, SPEC §2), with $L(x_{\rm opt} + m)$ and
+$R(x_{\rm opt} + m)$ from [`FiniteProblem.loss_at`][] and [`FiniteProblem.risk_at`][].
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from .._blowup import after_first, nan_where
+from .._schedule import as_schedule
+from .problem import FiniteProblem
+
+
+class MomentumSolution(eqx.Module):
+    r"""The deterministic equivalent of SGD+M at the requested iterations.
+
+    - `iterations` $(T,)$: the iterations $k$; `epochs` $(T,)$: $k\zeta$ (passes over the data);
+    - `loss` $(T,)$: $\psi_k = E\,\tfrac12\|Ax_k - b\|^2$ (a sum over the $n$ rows);
+    - `risk` $(T,)$: the population risk $R_k$ (NaN without a population);
+    - `gamma` $(T,)$: $\gamma_k$; `batch_fraction` $\zeta$ and `momentum` $\Delta$;
+    - `loss_path` $(K+1,)$: $\psi_k$ at *every* iteration $k = 0, \dots, K$ (the last requested),
+      e.g. to measure rates;
+    - `diverged`, `divergence_iteration` (inf if it did not): $\psi$ passed the blow-up bound
+      or stopped being finite; values from then on are NaN.
+    """
+
+    iterations: Int[Array, " T"]
+    epochs: Float[Array, " T"]
+    loss: Float[Array, " T"]
+    risk: Float[Array, " T"]
+    gamma: Float[Array, " T"]
+    batch_fraction: Float[Array, ""]
+    momentum: Float[Array, ""]
+    loss_path: Float[Array, " K"]
+    diverged: Bool[Array, ""]
+    divergence_iteration: Float[Array, ""]
+
+
+# ---------------------------------------------------------------------- validation helpers
+
+
+def _is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def check_momentum(momentum):
+    r"""`momentum` $\Delta$ as an array; a `ValueError` naming the value unless $0\le\Delta<1$
+    (checked eagerly when concrete; inside `jit`/`vmap` the check is an `eqx.error_if` in the
+    solver)."""
+    if not _is_traced(momentum):
+        value = np.asarray(momentum, dtype=float)
+        if value.ndim != 0 or not (0.0 <= float(value) < 1.0):
+            raise ValueError(f"momentum must be a number in [0, 1), got momentum={momentum!r}")
+    return momentum
+
+
+def batch_fraction_of(problem: FiniteProblem, batch=None, batch_fraction=None):
+    r"""The batch fraction $\zeta$ from exactly one of `batch` $\beta$ (an integer in
+    $[1, n]$) or `batch_fraction` $\zeta\in(0, 1]$; a `ValueError` naming the value
+    otherwise."""
+    n = problem.n
+    if (batch is None) == (batch_fraction is None):
+        raise ValueError("pass exactly one of batch (rows per step) and batch_fraction")
+    if batch is not None:
+        if _is_traced(batch) or int(batch) != batch or not 1 <= int(batch) <= n:
+            raise ValueError(f"batch must be an integer between 1 and n = {n}, got "
+                             f"batch={batch!r}")
+        return int(batch) / n
+    if not _is_traced(batch_fraction):
+        z = float(batch_fraction)
+        if not 0.0 < z <= 1.0:
+            raise ValueError(f"batch_fraction must be in (0, 1], got batch_fraction="
+                             f"{batch_fraction!r}")
+    return batch_fraction
+
+
+def _check_iterations(iterations) -> np.ndarray:
+    ks = np.asarray(iterations)
+    if ks.ndim != 1 or ks.size == 0 or np.any(ks < 0) or np.any(np.diff(ks) < 0) or not \
+            np.all(np.asarray(ks, dtype=float) == np.rint(np.asarray(ks, dtype=float))):
+        raise ValueError(f"iterations must be a non-empty, non-decreasing 1-D array of "
+                         f"integers >= 0, got {ks}")
+    return np.asarray(ks, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------- the recursion
+
+
+def momentum_recursion(problem: FiniteProblem, schedule, iterations, *, batch=None,
+                       batch_fraction=None, momentum=0.0,
+                       blowup: float = 1e6) -> MomentumSolution:
+    r"""The per-mode second-moment recursion of mini-batch SGD with heavy-ball momentum
+    (SPEC §3), as one `lax.scan` over iterations — `jit`, `vmap` and `grad` go through it.
+
+    **Arguments:**
+
+    - `problem`: a [`FiniteProblem`][] (any constructor; no data needed).
+    - `schedule`: the stepsize $\gamma_k$ as a function of the **iteration** $k$ (a float, a
+      schedule or a callable $k\mapsto\gamma$; the iteration is passed as a float). Steps are
+      $x_{k+1} = x_k - \gamma_k\big(\sum_{i\in\mathcal B_k}\nabla f_i(x_k) + \zeta\delta x_k
+      \big) + \Delta(x_k - x_{k-1})$ — the batch gradient is *summed*.
+    - `iterations`: non-decreasing integers $k$ to record (the scan runs to the last one).
+    - `batch` $\beta\in[1, n]$ (rows per step) or `batch_fraction` $\zeta = \beta/n\in(0, 1]$
+      (continuous, e.g. for `vmap` over $\zeta$): exactly one.
+    - `momentum` $\Delta\in[0, 1)$.
+    - `blowup`: divergence is reported once $\psi_k$ exceeds `blowup`$\,\times(1 + \psi_0)$.
+
+    **Returns:** a [`MomentumSolution`][]. Cost $O(J)$ per iteration for $J$ modes (plus
+    $O(J^2)$ per recorded iteration for a non-diagonal population risk).
+
+    With $\beta = 1$, $\Delta = 0$ this is Euler's method for the finite-data ODE of SPEC §2 at
+    $t = k/n$ (difference $O(\gamma\lambda/n)$); with $\zeta = 1$ it is full-batch heavy ball,
+    noiseless.
+
+    ```python
+    prob = hsgd.FiniteProblem.gaussian(3000, 1500, noise_std=0.3)
+    sol = hsgd.momentum_recursion(prob, 0.02, jnp.arange(0, 2001, 100), batch=300,
+                                  momentum=0.9)
+    ```
+    """
+    schedule = as_schedule(schedule)
+    zeta = batch_fraction_of(problem, batch, batch_fraction)
+    momentum = check_momentum(momentum)
+    ks = _check_iterations(iterations)
+    dtype = problem.eigenvalues.dtype
+    num_steps = int(ks[-1])
+    unique, position = np.unique(ks, return_inverse=True)
+    slot = np.full(num_steps + 1, unique.size, dtype=np.int32)  # unique.size: a dummy row
+    slot[unique] = np.arange(unique.size)
+    return _recursion(problem, schedule, jnp.asarray(momentum, dtype),
+                      jnp.asarray(zeta, dtype), jnp.asarray(ks), jnp.asarray(slot),
+                      jnp.asarray(position), unique.size, float(blowup))
+
+
+def heavy_ball_coefficient(problem: FiniteProblem, gamma, momentum, batch_fraction):
+    r"""$c_j = 1 + \Delta - \gamma\zeta\mu_j$ per mode ($\mu_j = \lambda_j + \delta$): the
+    mean obeys $m_{k+1} = c_jm_k - \Delta m_{k-1}$."""
+    return 1.0 + momentum - gamma * batch_fraction * (problem.eigenvalues + problem.ridge)
+
+
+@eqx.filter_jit
+def _recursion(problem, schedule, momentum, zeta, ks, slot, position, num_saved, blowup):
+    momentum = eqx.error_if(momentum, ~((momentum >= 0) & (momentum < 1)),
+                            "momentum must be in [0, 1)")
+    zeta = eqx.error_if(zeta, ~((zeta > 0) & (zeta <= 1)), "batch_fraction must be in (0, 1]")
+    lam = problem.eigenvalues
+    dtype = lam.dtype
+    w = 0.5 * problem.counts * lam
+    noise = zeta * (1.0 - zeta) * 2.0 * lam / problem.n
+    zeros = jnp.zeros_like(lam)
+    e0 = problem.init_error
+    saved0 = jnp.zeros((num_saved + 1, 2, lam.shape[0]), dtype)
+    psi0 = problem.loss_at(e0)
+    bound = blowup * (1.0 + jnp.abs(psi0))
+
+    def step(carry, inputs):
+        m, m_prev, V, C, Q, saved = carry
+        k, s = inputs
+        gamma = schedule(k.astype(dtype)).astype(dtype)
+        psi = problem.loss_at(m) + jnp.sum(w * V)
+        saved = saved.at[s].set(jnp.stack([m, V]))
+        c = heavy_ball_coefficient(problem, gamma, momentum, zeta)
+        V_next = c**2 * V - 2.0 * c * momentum * C + momentum**2 * Q + gamma**2 * noise * psi
+        C_next = c * V - momentum * C
+        m_next = c * m - momentum * m_prev
+        return (m_next, m, V_next, C_next, V, saved), (psi, gamma)
+
+    num_steps = slot.shape[0]
+    init = (e0, e0, zeros, zeros, zeros, saved0)
+    (*_, saved), (path, gammas) = jax.lax.scan(
+        step, init, (jnp.arange(num_steps), slot))
+    saved = saved[position]
+    risk = jax.vmap(lambda mv: _risk(problem, mv[0], mv[1]))(saved)
+    loss = path[ks]
+    bad_path = ~(path < bound)
+    # A recorded iteration is bad if the path went bad at or before it.
+    bad = jnp.cumsum(bad_path)[ks] > 0
+    mask, diverged, when = after_first(ks.astype(dtype), bad)
+    return MomentumSolution(iterations=ks, epochs=ks.astype(dtype) * zeta,
+                            loss=nan_where(mask, loss), risk=nan_where(mask, risk),
+                            gamma=gammas[ks], batch_fraction=zeta, momentum=momentum,
+                            loss_path=jnp.where(jnp.cumsum(bad_path) > 0, jnp.nan, path),
+                            diverged=diverged, divergence_iteration=when)
+
+
+def _risk(problem: FiniteProblem, mean, var):
+    if not problem.has_population:
+        return jnp.full((), jnp.nan, mean.dtype)
+    return problem.risk_at(mean) + 0.5 * jnp.sum(problem.counts * problem.risk_diagonal * var)
