@@ -101,3 +101,104 @@ def sweep_figure(table: dict) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _figure_out(fig, as_png: bool):
+    import matplotlib.pyplot as plt
+
+    if not as_png:
+        return fig
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def saturation_figure(saturation, title: str = "", as_png: bool = True):
+    r"""The batch-saturation plot of SGD+M (SPEC §3) from a [`Saturation`][]: left, the
+    optimised exponent $-\log(\text{rate})$ per iteration against the batch fraction $\zeta$
+    (SGD+M and plain SGD, the small-batch line, the full-batch heavy-ball level, ICR and the
+    measured knee marked); right, the loss after the fixed number of iterations and of epochs
+    (when computed). PNG bytes, or the figure with `as_png=False`."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    s = saturation
+    z = np.asarray(s.batch_fraction)
+    has_loss = bool(np.any(np.isfinite(np.asarray(s.loss_iterations)))
+                    or np.any(np.isfinite(np.asarray(s.loss_epochs))))
+    fig, axes = plt.subplots(1, 2 if has_loss else 1, figsize=(11 if has_loss else 6, 4.2),
+                             dpi=110, squeeze=False)
+    ax = axes[0, 0]
+    ex = -np.log(np.asarray(s.rate))
+    ax.plot(z, ex, "o-", label="SGD+M, optimised (γ, Δ)")
+    ax.plot(z, -np.log(np.asarray(s.sgd_rate)), "s--", ms=4, label="SGD (Δ = 0), optimised γ")
+    ax.plot(z, ex[0] / z[0] * z, ":", color="gray", label="small-batch line ∝ ζ")
+    ax.axhline(-np.log(float(s.heavy_ball_rate)), color="black", lw=0.8,
+               label="full-batch heavy ball (optimal)")
+    if s.conditioning is not None:
+        ax.axvline(float(s.conditioning.icr), color="tab:red", ls="--",
+                   label=f"ICR = {float(s.conditioning.icr):.3g}")
+    if s.knee is not None:
+        ax.axvline(float(s.knee), color="tab:green", ls="-.",
+                   label=f"measured knee = {float(s.knee):.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(ex.min() / 2, 2 * max(ex.max(), -np.log(float(s.heavy_ball_rate))))
+    ax.set_xlabel("batch fraction ζ = β / n")
+    ax.set_ylabel("−log(rate) per iteration")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if has_loss:
+        ax = axes[0, 1]
+        if s.iterations is not None:
+            ax.plot(z, np.asarray(s.loss_iterations), "o-",
+                    label=f"after {s.iterations} iterations")
+        if s.epochs is not None:
+            ax.plot(z, np.asarray(s.loss_epochs), "s-", label=f"after {s.epochs:g} epochs")
+        ax.plot(z, np.asarray(s.limit_loss), ":", color="gray", label="limit ψ∞")
+        if s.conditioning is not None:
+            ax.axvline(float(s.conditioning.icr), color="tab:red", ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("batch fraction ζ = β / n")
+        ax.set_ylabel("training loss at the optimised (γ, Δ)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _figure_out(fig, as_png)
+
+
+def rate_map_figure(maps: dict, title: str = "", as_png: bool = True):
+    r"""Heat maps of the exact SGD+M rate over (momentum Δ, stepsize γ), one panel per batch
+    fraction, from [`rate_maps`][]: rates $\ge 1$ (no convergence) blank, the convergence
+    limit drawn, the optimum starred. PNG bytes, or the figure with `as_png=False`."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    zs = np.asarray(maps["batch_fractions"])
+    g, d = np.asarray(maps["gammas"]), np.asarray(maps["momenta"])
+    fig, axes = plt.subplots(1, zs.size, figsize=(3.6 * zs.size, 3.6), dpi=110, squeeze=False,
+                             sharey=True)
+    rates = np.asarray(maps["rates"])
+    finite = rates[np.isfinite(rates) & (rates < 1)]
+    vmin = float(finite.min()) if finite.size else 0.0
+    for i, ax in enumerate(axes[0]):
+        r = np.where(np.isfinite(rates[i]) & (rates[i] < 1), rates[i], np.nan)
+        mesh = ax.pcolormesh(d, g, r.T, shading="nearest", vmin=vmin, vmax=1.0, cmap="viridis")
+        ax.plot(d, np.asarray(maps["limits"])[i], color="white", lw=1.0, label="limit")
+        ax.plot(maps["best_momentum"][i], maps["best_gamma"][i], "*", color="red", ms=12,
+                label=f"best {maps['best_rate'][i]:.3f}")
+        ax.set_title(f"ζ = {zs[i]:g}")
+        ax.set_xlabel("momentum Δ")
+        ax.set_ylim(g.min(), g.max())
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0, 0].set_ylabel("stepsize γ")
+    fig.colorbar(mesh, ax=axes[0].tolist(), label="rate per iteration")
+    fig.suptitle(title)
+    return _figure_out(fig, as_png)

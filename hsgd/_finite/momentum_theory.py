@@ -51,10 +51,9 @@ All functions are branch-free JAX functions of the problem's arrays and the para
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
-from .momentum import heavy_ball_coefficient
+from .momentum import check_momentum, heavy_ball_coefficient
 from .problem import FiniteProblem
 
 # ---------------------------------------------------------------------- condition numbers
@@ -188,7 +187,7 @@ def _root(problem, gamma, momentum, zeta, edge, iterations):
     def expand(_, hi):  # phi -> -1 as r -> inf: double the gap until phi(hi) < 0
         return jnp.where(phi(hi) > 0, edge + 2.0 * (hi - edge), hi)
 
-    hi = jax.lax.fori_loop(0, 64, expand, hi0)
+    hi = jax.lax.fori_loop(0, 30, expand, hi0)
 
     def bisect(_, bracket):
         lo, hi = bracket
@@ -340,60 +339,113 @@ def near_optimal_parameters(problem: FiniteProblem, batch_fraction,
 
 
 def optimize_momentum(problem: FiniteProblem, batch_fraction, *, momentum=None,
-                      grid: int = 24, rounds: int = 5,
-                      max_log_gap: float = 9.0) -> MomentumParameters:
+                      max_log_gap: float = 9.0, coarse: int = 16,
+                      iterations: int = 36) -> MomentumParameters:
     r"""Minimise the exact rate [`momentum_rate`][] over $(\gamma, \Delta)$ at batch fraction
     $\zeta$ — the best parameters for this spectrum rather than a bound.
 
-    The rate is a maximum over modes and is not smooth, so this is a zooming grid search: the
-    momentum is gridded as $1 - \Delta = e^{-u}$, $u\in[0, $ `max_log_gap`$]$, the stepsize as a
-    fraction $s\in(0, 1)$ of the convergence limit [`momentum_stepsize_limit`][] at that
-    $\Delta$ (log-spaced); each of `rounds` rounds evaluates a `grid` $\times$ `grid` block
-    (vmapped) and zooms on the best point's neighbours. `momentum` fixes $\Delta$ (e.g. 0 for
-    the best plain SGD) and searches $\gamma$ only. Jitted; vmap over `batch_fraction` works.
+    The rate is a maximum over modes, not smooth, and its valley runs diagonally in
+    $(\gamma, \Delta)$, so this profiles: the momentum is parametrised as
+    $1 - \Delta = e^{-u}$, $u\in[0,$ `max_log_gap`$]$, the stepsize as a fraction
+    $s\in(0, 1)$ of the convergence limit [`momentum_stepsize_limit`][] at that $\Delta$; for
+    each $u$ the best $s$ is found by a `coarse` grid followed by `iterations` golden-section
+    steps on the bracket around the grid's best point, and the same one-dimensional search runs
+    over $u$ on the profile. (Each one-dimensional rate curve is unimodal in the cases we
+    checked; the coarse grids guard against a poor bracket.) `momentum` fixes $\Delta$ (e.g. 0
+    for the best plain SGD) and searches $\gamma$ only. Jitted; `vmap` over `batch_fraction`
+    works. Cost about $(\text{coarse} + \text{iterations})^2$ rate evaluations of $O(J)$.
 
     **Returns:** [`MomentumParameters`][] (`guide` is NaN).
     """
     dtype = problem.eigenvalues.dtype
     zeta = jnp.asarray(batch_fraction, dtype)
-    if momentum is not None:
-        check_fixed = jnp.asarray(momentum, dtype)
-        return _optimize(problem, zeta, check_fixed, True, int(grid), int(rounds),
-                         float(max_log_gap))
-    return _optimize(problem, zeta, jnp.zeros((), dtype), False, int(grid), int(rounds),
-                     float(max_log_gap))
+    fixed = momentum is not None
+    value = jnp.asarray(check_momentum(momentum) if fixed else 0.0, dtype)
+    return _optimize(problem, zeta, value, fixed, float(max_log_gap), int(coarse),
+                     int(iterations))
+
+
+_INVPHI = 0.5 * (5**0.5 - 1.0)
+
+
+def _minimize_1d(f, lo, hi, coarse, iterations):
+    """Minimise `f(x) -> (value, aux)` on [lo, hi]: a `coarse` grid, then golden section on
+    the bracket around the grid's best point. One loop that evaluates `f` once per iteration
+    (so `f` is traced once — it may itself contain a search); branch-free. Returns
+    (x, value, aux) of the best point seen."""
+    xs = lo + (hi - lo) * jnp.linspace(0.0, 1.0, coarse, dtype=lo.dtype)
+    _, aux0 = jax.eval_shape(f, lo)
+    aux0 = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), aux0)
+    inf = jnp.asarray(jnp.inf, lo.dtype)
+
+    def body(i, state):
+        a, b, c, d, fc, fd, best_i, best_grid, best = state
+        # Phase 1 (i < coarse): the grid. Then the golden bracket around the grid's best.
+        grid_done = i >= coarse
+        a0 = xs[jnp.maximum(best_i - 1, 0)]
+        b0 = xs[jnp.minimum(best_i + 1, coarse - 1)]
+        start = i == coarse
+        a, b = jnp.where(start, a0, a), jnp.where(start, b0, b)
+        c = jnp.where(start, b0 - _INVPHI * (b0 - a0), c)
+        d = jnp.where(start, a0 + _INVPHI * (b0 - a0), d)
+        second = i == coarse + 1
+        golden = i >= coarse + 2
+        left = fc < fd
+        a_g, b_g = jnp.where(left, a, c), jnp.where(left, d, b)
+        x_g = jnp.where(left, b_g - _INVPHI * (b_g - a_g), a_g + _INVPHI * (b_g - a_g))
+        x = jnp.where(~grid_done, xs[jnp.minimum(i, coarse - 1)],
+                      jnp.where(start, c, jnp.where(second, d, x_g)))
+        fx, aux = f(x)
+        # Golden-section bookkeeping.
+        c_new = jnp.where(left, x, d)
+        d_new = jnp.where(left, c, x)
+        fc_new = jnp.where(left, fx, fd)
+        fd_new = jnp.where(left, fc, fx)
+        a = jnp.where(golden, a_g, a)
+        b = jnp.where(golden, b_g, b)
+        c, d = jnp.where(golden, c_new, c), jnp.where(golden, d_new, d)
+        fc = jnp.where(golden, fc_new, jnp.where(start, fx, fc))
+        fd = jnp.where(golden, fd_new, jnp.where(second, fx, fd))
+        # The grid's best index and the best point overall.
+        better_grid = ~grid_done & (fx < best_grid)
+        best_i = jnp.where(better_grid, i, best_i)
+        best_grid = jnp.where(better_grid, fx, best_grid)
+        bx, bv, baux = best
+        better = fx < bv
+        best = (jnp.where(better, x, bx), jnp.where(better, fx, bv),
+                jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), aux, baux))
+        return a, b, c, d, fc, fd, best_i, best_grid, best
+
+    zero = jnp.zeros_like(lo)
+    state = (zero, zero, zero, zero, inf, inf, jnp.zeros((), jnp.int32), inf, (lo, inf, aux0))
+    *_, (x, value, aux) = jax.lax.fori_loop(0, coarse + 2 + iterations, body, state)
+    return x, value, aux
 
 
 @eqx.filter_jit
-def _optimize(problem, zeta, fixed, fix_momentum, grid, rounds, max_log_gap):
+def _optimize(problem, zeta, fixed, fix_momentum, max_log_gap, coarse, iterations):
     dtype = zeta.dtype
-    unit = jnp.linspace(0.0, 1.0, grid, dtype=dtype)
 
     def momentum_of(u):
-        return jnp.where(fix_momentum, fixed, -jnp.expm1(-u))
+        return fixed if fix_momentum else -jnp.expm1(-u)
 
-    def evaluate(u, logs):
+    def best_s(u):
         delta = momentum_of(u)
         limit = momentum_stepsize_limit(problem, delta, zeta)
-        gamma = limit * jnp.exp(logs)
-        rate = momentum_rate(problem, gamma, delta, zeta)
-        return jnp.where(jnp.isfinite(rate) & (rate > 0), rate, jnp.inf), gamma, delta
 
-    def round_(bounds, _):
-        (u0, u1), (s0, s1) = bounds
-        us = u0 + (u1 - u0) * unit
-        ss = s0 + (s1 - s0) * unit
-        rates, gammas, deltas = jax.vmap(lambda u: jax.vmap(lambda s: evaluate(u, s))(ss))(us)
-        i, j = jnp.unravel_index(jnp.argmin(rates), rates.shape)
-        du, ds = (u1 - u0) / (grid - 1), (s1 - s0) / (grid - 1)
-        new_u = (jnp.maximum(us[i] - du, 0.0), jnp.minimum(us[i] + du, max_log_gap))
-        new_s = (ss[j] - ds, jnp.minimum(ss[j] + ds, -1e-6))
-        best = (rates[i, j], gammas[i, j], deltas[i, j])
-        return (new_u, new_s), best
+        def rate_at(s):
+            rate = momentum_rate(problem, s * limit, delta, zeta)
+            return jnp.where(jnp.isfinite(rate) & (rate > 0), rate, jnp.inf), s * limit
 
-    u_range = (jnp.zeros((), dtype), jnp.where(fix_momentum, 0.0, max_log_gap).astype(dtype))
-    s_range = (jnp.asarray(np.log(1e-4), dtype), jnp.asarray(-1e-6, dtype))
-    _, (rates, gammas, deltas) = jax.lax.scan(round_, (u_range, s_range), None, length=rounds)
-    k = jnp.argmin(rates)
-    return MomentumParameters(gamma=gammas[k], momentum=deltas[k], batch_fraction=zeta,
-                              rate=rates[k], guide=jnp.full((), jnp.nan, dtype))
+        _, rate, gamma = _minimize_1d(rate_at, jnp.asarray(1e-3, dtype),
+                                      jnp.asarray(1.0 - 1e-9, dtype), coarse, iterations)
+        return rate, (gamma, delta)
+
+    if fix_momentum:
+        rate, (gamma, delta) = best_s(jnp.zeros((), dtype))
+    else:
+        _, rate, (gamma, delta) = _minimize_1d(best_s, jnp.zeros((), dtype),
+                                               jnp.asarray(max_log_gap, dtype), coarse,
+                                               iterations)
+    return MomentumParameters(gamma=gamma, momentum=delta, batch_fraction=zeta, rate=rate,
+                              guide=jnp.full((), jnp.nan, dtype))
