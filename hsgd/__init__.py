@@ -66,12 +66,17 @@ from ._ode import Solution as Solution, Statistic as Statistic, ode as ode
 from ._problem import Problem as Problem
 from ._schedule import (
     AbstractSchedule as AbstractSchedule,
+    AbstractTunableSchedule as AbstractTunableSchedule,
     Constant as Constant,
     Cosine as Cosine,
     ExponentialDecay as ExponentialDecay,
     FunctionSchedule as FunctionSchedule,
     PiecewiseLinear as PiecewiseLinear,
     StepDecay as StepDecay,
+    TunableConstant as TunableConstant,
+    TunableKnots as TunableKnots,
+    TunableSoftplus as TunableSoftplus,
+    TunableWarmupDecay as TunableWarmupDecay,
     WarmupDecay as WarmupDecay,
     as_schedule as as_schedule,
 )
@@ -79,5 +84,15 @@ from ._sde import sde as sde
 from ._sgd import SGDResult as SGDResult, simulate as simulate
 from ._spectrum import Spectrum as Spectrum
 from ._sweep import grid as grid, ode_outcomes as ode_outcomes, sweep as sweep
+from ._tune import (
+    AbstractPredictor as AbstractPredictor,
+    Candidate as Candidate,
+    StreamingPredictor as StreamingPredictor,
+    TuneResult as TuneResult,
+    baselines as baselines,
+    compare as compare,
+    format_comparison as format_comparison,
+    tune as tune,
+)
 
 __version__ = "0.1.0"

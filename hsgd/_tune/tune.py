@@ -1,0 +1,260 @@
+r"""Schedule tuning by differentiating through the deterministic dynamics (SPEC §4).
+
+minimise $\;R(T)\;$ or $\;\frac1T\int_0^T R(t)\,dt\;$ over a parametrised schedule $\gamma_\theta$
+(and optionally scalar hyperparameters), the horizon $T$ fixed, with an optax optimiser and
+$\nabla_\theta$ from `jax.grad` through the ODE solve.
+"""
+
+import sys
+import time
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float
+
+from .._schedule import (
+    AbstractSchedule,
+    AbstractTunableSchedule,
+    TunableConstant,
+    TunableKnots,
+    TunableSoftplus,
+    TunableWarmupDecay,
+)
+from .predictor import AbstractPredictor, predictor_for
+
+FAMILIES = ("knots", "linear_knots", "softplus", "cosine", "exponential", "polynomial",
+            "constant")
+OBJECTIVES = ("final", "average")
+
+
+def check_horizon(horizon) -> float:
+    """`horizon` as a float, or a ValueError naming the value."""
+    try:
+        value = float(horizon)
+    except (TypeError, ValueError):
+        raise ValueError(f"horizon must be a number > 0, got {horizon!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"horizon must be a finite number > 0 (the budget T), got {horizon!r}")
+    return value
+
+
+def time_grid(horizon, num_times: int) -> np.ndarray:
+    """`num_times` equispaced times on $[0, T]$ (T checked)."""
+    horizon = check_horizon(horizon)
+    if int(num_times) < 2:
+        raise ValueError(f"num_times must be >= 2, got {num_times}")
+    return np.linspace(0.0, horizon, int(num_times))
+
+
+def objective_value(objective: str, risk, ts):
+    """$R(T)$ (`"final"`) or the trapezoidal time average $\\frac1T\\int_0^T R$ (`"average"`)."""
+    if objective == "final":
+        return risk[-1]
+    return jnp.sum(0.5 * (risk[1:] + risk[:-1]) * jnp.diff(ts)) / (ts[-1] - ts[0])
+
+
+def check_objective(objective: str) -> str:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return objective
+
+
+def make_family(family, horizon: float, gamma: float, *, num_knots: int = 12
+                ) -> AbstractTunableSchedule:
+    """A tunable schedule of the named family started at the level `gamma`."""
+    if isinstance(family, AbstractTunableSchedule):
+        return family
+    if family == "knots":
+        return TunableKnots.init(horizon, num_knots, "log", gamma)
+    if family == "linear_knots":
+        return TunableKnots.init(horizon, num_knots, "linear", gamma)
+    if family == "softplus":
+        return TunableSoftplus.init(horizon, num_knots, "log", gamma)
+    if family in ("cosine", "exponential", "polynomial"):
+        return TunableWarmupDecay(horizon, gamma, decay=family)
+    if family == "constant":
+        return TunableConstant(gamma)
+    raise ValueError(f"family must be one of {FAMILIES} or an AbstractTunableSchedule, got "
+                     f"{family!r}")
+
+
+class Hyperparameters(eqx.Module):
+    r"""Scalar hyperparameters tuned jointly: value $= l + (h - l)\,\sigma(\theta)$ in the
+    predictor's bounds $(l, h)$, so every raw $\theta$ is admissible."""
+
+    raw: dict
+    bounds: dict = eqx.field(static=True)
+
+    def __init__(self, initial: dict, bounds: dict):
+        self.bounds = {k: tuple(map(float, v)) for k, v in bounds.items() if k in initial}
+        raw = {}
+        for name, value in initial.items():
+            if name not in bounds:
+                raise ValueError(f"hyperparameter {name!r} cannot be tuned here; tunable: "
+                                 f"{sorted(bounds)}")
+            low, high = bounds[name]
+            value = float(value)
+            if not low < value < high:
+                raise ValueError(f"hyperparameter {name} must be in ({low}, {high}), got "
+                                 f"{value}")
+            u = (value - low) / (high - low)
+            raw[name] = jnp.log(u) - jnp.log1p(-u)
+        self.raw = raw
+
+    def values(self) -> dict:
+        return {k: self.bounds[k][0] + (self.bounds[k][1] - self.bounds[k][0])
+                * jax.nn.sigmoid(v) for k, v in self.raw.items()}
+
+
+class TuneResult(eqx.Module):
+    r"""The output of [`tune`][].
+
+    - `schedule`: the tuned schedule (the best iterate seen); `initial_schedule`;
+    - `hyperparameters`: dict name → tuned value (empty when none were tuned);
+    - `ts`, `risk`, `gamma`: the predicted risk and the tuned learning rate on the time grid;
+      `initial_risk`: the prediction for the initial schedule;
+    - `loss_history`: the objective after each accepted optimisation step (index 0: initial);
+    - `objective`, `num_steps`, `wall_time` (seconds, compilation included), `predictor`.
+    """
+
+    schedule: AbstractSchedule
+    initial_schedule: AbstractSchedule
+    hyperparameters: dict
+    ts: Float[Array, " T"]
+    risk: Float[Array, " T"]
+    gamma: Float[Array, " T"]
+    initial_risk: Float[Array, " T"]
+    loss_history: np.ndarray
+    objective: str = eqx.field(static=True)
+    num_steps: int = eqx.field(static=True)
+    wall_time: float = eqx.field(static=True)
+    predictor: AbstractPredictor
+
+
+def tune(problem, family="knots", horizon=None, *, objective: str = "final", batch=1.0,
+         num_times: int = 41, ode_bins: int | None = None, init_gamma=None,
+         num_knots: int = 12, hyperparameters: dict | None = None,
+         optimizer: optax.GradientTransformation | None = None, learning_rate: float = 0.05,
+         num_steps: int = 100, progress: bool | Callable = False) -> TuneResult:
+    r"""Tune a learning-rate schedule against the predicted risk (SPEC §4).
+
+    Minimises $R(T)$ (`objective="final"`) or $\frac1T\int_0^T R\,dt$ (`"average"`) over the
+    raw parameters of a tunable schedule (and optionally scalar hyperparameters) with optax,
+    the gradient by `jax.grad` through the ODE solve. A step whose prediction is not finite
+    (the schedule blew the dynamics up) is retried at half the update until it is; the best
+    iterate is returned.
+
+    **Arguments:**
+
+    - `problem`: a [`Problem`][] (streaming SGD, any loss), or an `AbstractPredictor`.
+    - `family`: `"knots"` (piecewise-linear, log-spaced knots), `"linear_knots"`,
+      `"softplus"` (free-form), `"cosine"`, `"exponential"`, `"polynomial"` (warm-up + decay,
+      [`TunableWarmupDecay`][]), `"constant"`, or any `AbstractTunableSchedule` instance.
+    - `horizon`: the budget $T > 0$ ($t = k/d$ for streaming SGD).
+    - `batch`, `num_times` (grid of the prediction), `ode_bins` (coarsen the spectrum):
+      for the predictor.
+    - `init_gamma`: level of the initial schedule; default: the best constant stepsize of an
+      ODE sweep (so tuning starts from the best constant's risk).
+    - `num_knots`: knots of the knot families.
+    - `hyperparameters`: dict name → initial value of scalars tuned jointly (streaming:
+      `{"batch": 4.0}`, within the predictor's bounds).
+    - `optimizer`: an optax transformation (default `optax.adam(learning_rate)`), applied to
+      the raw (log / logit / softplus⁻¹) parameters.
+    - `num_steps`: optimisation steps; `progress`: print one line per step to stderr (or a
+      callable `progress(step, objective, result_so_far_schedule)`).
+
+    **Returns:** a [`TuneResult`][].
+
+    Example:
+
+    ```python
+    prob = hsgd.Problem.random(hsgd.LeastSquares(0.5), hsgd.Spectrum.power_law(2000, 0.5),
+                               jax.random.PRNGKey(0))
+    res = hsgd.tune(prob, "knots", 20.0, ode_bins=64, num_steps=60)
+    res.loss_history[0], res.loss_history.min()
+    ```
+    """
+    horizon = check_horizon(horizon)
+    check_objective(objective)
+    if int(num_steps) < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    predictor = predictor_for(problem, time_grid(horizon, num_times), batch=batch,
+                              ode_bins=ode_bins)
+    if init_gamma is None and not isinstance(family, AbstractTunableSchedule):
+        from .baselines import best_constant
+
+        init_gamma = best_constant(predictor, objective=objective).parameters["gamma"]
+    if init_gamma is not None and not (np.isfinite(init_gamma) and init_gamma > 0):
+        raise ValueError(f"init_gamma must be > 0, got {init_gamma}")
+    schedule0 = make_family(family, horizon, init_gamma, num_knots=num_knots)
+    hyper0 = Hyperparameters(hyperparameters or {}, predictor.bounds())
+    optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
+    ts = predictor.ts
+
+    trainable, static = eqx.partition(schedule0, schedule0.trainable())
+
+    @eqx.filter_jit
+    def value_and_grad(params):
+        def f(params):
+            sched = eqx.combine(params[0], static)
+            hyper = eqx.tree_at(lambda h: h.raw, hyper0, params[1]).values()
+            return objective_value(objective, predictor(sched, hyper), ts)
+
+        return eqx.filter_value_and_grad(f)(params)
+
+    def evaluate(params):
+        try:
+            value, grads = value_and_grad(params)
+        except RuntimeError:  # an error raised inside the solve (e.g. max_steps)
+            return None, None
+        finite = np.isfinite(float(value)) and all(
+            bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+        return (value, grads) if finite else (None, None)
+
+    start = time.perf_counter()
+    params = (trainable, hyper0.raw)
+    value, grads = evaluate(params)
+    if value is None:
+        raise ValueError("the initial schedule's prediction is not finite (it diverges): "
+                         "lower init_gamma")
+    state = optimizer.init(params)
+    history = [float(value)]
+    best = (float(value), params)
+    scale = 1.0
+    for step in range(int(num_steps)):
+        updates, new_state = optimizer.update(grads, state, params)
+        for _ in range(30):
+            candidate = optax.apply_updates(
+                params, jax.tree_util.tree_map(lambda u: scale * u, updates))
+            new_value, new_grads = evaluate(candidate)
+            if new_value is not None:
+                break
+            scale *= 0.5  # the update blew the dynamics up: retry (and keep) half of it
+        else:
+            break
+        params, state, value, grads = candidate, new_state, new_value, new_grads
+        history.append(float(value))
+        if float(value) < best[0]:
+            best = (float(value), params)
+        if callable(progress):
+            progress(step + 1, float(value), eqx.combine(params[0], static))
+        elif progress:
+            print(f"  tune step {step + 1:4d}/{num_steps}: objective {float(value):.6g} "
+                  f"(best {best[0]:.6g}, {time.perf_counter() - start:.1f} s)",
+                  file=sys.stderr, flush=True)
+    schedule = eqx.combine(best[1][0], static)
+    hyper = eqx.tree_at(lambda h: h.raw, hyper0, best[1][1]).values()
+    risk = predictor(schedule, hyper)
+    initial_risk = predictor(schedule0, hyper0.values())
+    wall = time.perf_counter() - start
+    return TuneResult(schedule=schedule, initial_schedule=schedule0,
+                      hyperparameters={k: float(v) for k, v in hyper.items()}, ts=ts,
+                      risk=risk, gamma=jax.vmap(schedule)(ts), initial_risk=initial_risk,
+                      loss_history=np.asarray(history), objective=objective,
+                      num_steps=len(history) - 1, wall_time=wall, predictor=predictor)
