@@ -1,5 +1,5 @@
 """The `hsgd` command line: `hsgd run [CONFIG.toml] [--out DIR]`,
-`hsgd sweep CONFIG.toml [--out DIR] [--resume]`."""
+`hsgd sweep CONFIG.toml [--out DIR] [--resume]`, `hsgd tune CONFIG.toml [--out DIR]`."""
 
 import argparse
 import sys
@@ -9,10 +9,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ._config import ConfigError, Job, SweepJob, load, load_sweep
+from ._config import ConfigError, Job, SweepJob, TuneJob, load, load_sweep, load_tune
 from ._io import write_atomic, write_csv, write_json
 from ._ode import ode
-from ._plot import risk_figure, sweep_figure
+from ._plot import risk_figure, sweep_figure, tune_figure
 from ._sde import sde
 from ._sgd import simulate
 from ._sweep import ode_outcomes, sweep
@@ -33,14 +33,23 @@ def main(argv=None) -> int:
     sweep_p.add_argument("--resume", action="store_true",
                          help="continue an interrupted sweep in --out (finished chunks kept)")
     sweep_p.add_argument("--float32", action="store_true")
+    tune_p = sub.add_parser("tune", help="tune a learning-rate schedule through the ODE, "
+                            "against baselines, checked by SGD")
+    tune_p.add_argument("config", help="TOML config: [problem] as for run, [optimizer] batch, "
+                        "[tune]")
+    tune_p.add_argument("--out", default="hsgd-tune", help="output folder")
+    tune_p.add_argument("--float32", action="store_true")
     args = parser.parse_args(argv)
     if not args.float32:
         jax.config.update("jax_enable_x64", True)
+    loader = {"run": load, "sweep": load_sweep, "tune": load_tune}[args.command]
     try:
-        job = load(args.config) if args.command == "run" else load_sweep(args.config)
+        job = loader(args.config)
     except ConfigError as e:
         print(f"hsgd: config error: {e}", file=sys.stderr)
         return 2
+    if args.command == "tune":
+        return run_tune(job, Path(args.out))
     if args.command == "sweep":
         return run_sweep(job, Path(args.out), resume=args.resume)
     return run(job, Path(args.out))
@@ -83,6 +92,71 @@ def run_sweep(job: SweepJob, out: Path, resume: bool = False, progress=True) -> 
     for b, v in best.items():
         print(f"{b:>6} {v['gamma']:11.4g} {v['final_risk']:11.6g}")
     print(f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'sweep.png'}")
+    return 0
+
+
+def run_tune(job: TuneJob, out: Path) -> int:
+    """Run `hsgd tune`: tune, baselines, SGD check; schedule.csv, summary.json, schedule.png."""
+    from ._tune import baselines, compare, format_comparison, tune
+
+    cfg = job.config
+    print(f"hsgd tune: loss={cfg['problem']['loss']} d={job.problem.d} family={job.family} "
+          f"objective={job.objective} horizon={job.horizon:g} batch={job.batch} "
+          f"{job.num_steps} steps", flush=True)
+    start = time.perf_counter()
+
+    def progress(step, value, schedule):
+        print(f"  step {step:4d}/{job.num_steps}: objective {value:.6g} "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+
+    try:
+        res = tune(job.problem, job.family, job.horizon, objective=job.objective,
+                   batch=float(job.batch), num_times=job.num_times,
+                   ode_bins=job.ode_bins or None, num_knots=job.num_knots,
+                   learning_rate=job.learning_rate, num_steps=job.num_steps,
+                   progress=progress)
+    except ValueError as e:
+        print(f"hsgd: {e}", file=sys.stderr)
+        return 2
+    tune_s = time.perf_counter() - start
+    print(f"tuned in {tune_s:.1f} s: objective {res.loss_history[0]:.6g} -> "
+          f"{res.loss_history.min():.6g}", flush=True)
+    start = time.perf_counter()
+    base = baselines(res.predictor, objective=job.objective, include=job.baselines)
+    baselines_s = time.perf_counter() - start
+    candidates = {"tuned": res, **base}
+    summary = {"config": cfg, "optimiser_steps": res.num_steps,
+               "objective_history": res.loss_history.tolist(),
+               "wall_s": {"tune": tune_s, "baselines": baselines_s},
+               "baseline_parameters": {k: v.parameters for k, v in base.items()},
+               "floor": res.predictor.floor()}
+    ts = np.asarray(res.ts)
+    gammas = {k: np.asarray(jax.vmap(c.schedule)(res.ts)) for k, c in candidates.items()}
+    predicted = {"tuned": np.asarray(res.risk), **{k: np.asarray(c.risk) for k, c in base.items()}}
+    summary["predicted_final"] = {k: float(v[-1]) for k, v in predicted.items()}
+    sgd_curves = None
+    if job.sgd_runs:
+        start = time.perf_counter()
+        cmp = compare(res.predictor, candidates, key=jax.random.PRNGKey(job.seed),
+                      num_runs=job.sgd_runs)
+        summary["wall_s"]["sgd"] = time.perf_counter() - start
+        summary["simulated_final"] = {k: {"mean": r["sgd_mean"], "sem": r["sgd_sem"],
+                                          "relative_error": r["relative_error"]}
+                                      for k, r in cmp["results"].items()}
+        sgd_curves = {k: r["sgd_curve"] for k, r in cmp["results"].items()}
+        print(format_comparison(cmp))
+    else:
+        for k, v in summary["predicted_final"].items():
+            print(f"{k:>12} predicted final risk {v:.6g}")
+    fine = np.linspace(0.0, job.horizon, 201)
+    gamma_fine = np.asarray(jax.vmap(res.schedule)(fine))
+    write_csv(out / "schedule.csv", ["t", "gamma"],
+              [[f"{t:.10g}", f"{g:.10g}"] for t, g in zip(fine, gamma_fine)])
+    write_json(out / "summary.json", summary)
+    write_atomic(out / "schedule.png", tune_figure(
+        ts, gammas, predicted, sgd_curves, floor=summary["floor"],
+        title=f"{cfg['problem']['loss']}, d = {job.problem.d}, T = {job.horizon:g}"))
+    print(f"wrote {out / 'schedule.csv'}, {out / 'summary.json'}, {out / 'schedule.png'}")
     return 0
 
 

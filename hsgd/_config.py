@@ -220,6 +220,81 @@ def build_sweep(raw: dict, base: Path | None = None) -> SweepJob:
                     target_risk=target)
 
 
+_TUNE_KEYS = {"family", "horizon", "objective", "num_steps", "learning_rate", "num_knots",
+              "num_times", "ode_bins", "baselines", "sgd_runs", "seed"}
+TUNE_DEFAULT = {"family": "knots", "horizon": 10.0, "objective": "final", "num_steps": 100,
+                "learning_rate": 0.05, "num_knots": 12, "num_times": 41, "ode_bins": 64,
+                "baselines": ["constant", "step_decay", "cosine", "critical"], "sgd_runs": 16,
+                "seed": 1}
+
+
+@dataclass
+class TuneJob:
+    """Everything `hsgd tune` needs."""
+
+    config: dict
+    problem: Problem
+    batch: int
+    family: str
+    horizon: float
+    objective: str
+    num_steps: int
+    learning_rate: float
+    num_knots: int
+    num_times: int
+    ode_bins: int
+    baselines: tuple[str, ...]
+    sgd_runs: int
+    seed: int
+
+
+def load_tune(path: str | Path) -> TuneJob:
+    """Read a tune config: [problem] as for `hsgd run`, [optimizer] batch, and [tune]."""
+    path = Path(path)
+    return build_tune(_read_toml(path), base=path.parent)
+
+
+def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
+    from ._tune import BASELINES, FAMILIES
+    from ._tune.tune import OBJECTIVES
+
+    _check_keys(raw, {"problem", "optimizer", "tune"}, "")
+    for section in ("optimizer", "tune"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"[{section}] must be a table, got {raw[section]!r}")
+    tune_cfg = {**TUNE_DEFAULT, **raw.get("tune", {})}
+    _check_keys(tune_cfg, _TUNE_KEYS, "tune")
+    opt_cfg = {"batch": 1, **raw.get("optimizer", {})}
+    _check_keys(opt_cfg, {"batch"}, "optimizer")
+    cfg = merge({"problem": raw.get("problem", {})})
+    cfg = {"problem": cfg["problem"], "optimizer": opt_cfg, "tune": tune_cfg}
+    _check_keys(cfg["problem"], _PROBLEM_KEYS, "problem")
+    problem = _problem(cfg["problem"], base)
+    family = tune_cfg["family"]
+    if family not in FAMILIES:
+        raise ConfigError(f"tune.family must be one of {list(FAMILIES)}, got {family!r}")
+    objective = tune_cfg["objective"]
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"tune.objective must be one of {list(OBJECTIVES)}, got "
+                          f"{objective!r}")
+    names = tune_cfg["baselines"]
+    if not isinstance(names, list) or any(n not in BASELINES for n in names):
+        raise ConfigError(f"tune.baselines must be a list drawn from {list(BASELINES)}, got "
+                          f"{names!r}")
+    sgd_runs = _int(tune_cfg, "sgd_runs", "tune", minimum=0)
+    if sgd_runs == 1:
+        raise ConfigError("tune.sgd_runs must be 0 (no SGD check) or >= 2, got 1")
+    return TuneJob(
+        config=cfg, problem=problem, batch=_int(opt_cfg, "batch", "optimizer", minimum=1),
+        family=family, horizon=_float(tune_cfg, "horizon", "tune", minimum=0.0, strict=True),
+        objective=objective, num_steps=_int(tune_cfg, "num_steps", "tune", minimum=0),
+        learning_rate=_float(tune_cfg, "learning_rate", "tune", minimum=0.0, strict=True),
+        num_knots=_int(tune_cfg, "num_knots", "tune", minimum=2),
+        num_times=_int(tune_cfg, "num_times", "tune", minimum=2),
+        ode_bins=_int(tune_cfg, "ode_bins", "tune", minimum=0), baselines=tuple(names),
+        sgd_runs=sgd_runs, seed=_int(tune_cfg, "seed", "tune", minimum=0))
+
+
 def _axis(value, where: str) -> np.ndarray:
     """A list of numbers, or a table {start, stop, num, spacing = "linear" | "log"}."""
     if isinstance(value, dict):

@@ -202,3 +202,42 @@ def rate_map_figure(maps: dict, title: str = "", as_png: bool = True):
     fig.colorbar(mesh, ax=axes[0].tolist(), label="rate per iteration")
     fig.suptitle(title)
     return _figure_out(fig, as_png)
+
+
+def tune_figure(ts, gammas: dict, predicted: dict, sgd: dict | None = None, floor=None,
+                title: str = "") -> bytes:
+    """Left: the learning rate of each schedule (name → values on `ts`). Right: the predicted
+    risk (lines) and, when given, the SGD mean (markers), as excess risk over `floor` when it
+    is finite. Returns PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    ts = np.asarray(ts)
+    excess = floor is not None and np.isfinite(floor)
+    shift = floor if excess else 0.0
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for i, name in enumerate(gammas):
+        color = f"C{i}"
+        lw = 2.2 if name == "tuned" else 1.2
+        ax1.plot(ts, np.asarray(gammas[name]), color=color, lw=lw, label=name)
+        ax2.plot(ts, np.asarray(predicted[name]) - shift, color=color, lw=lw, label=name)
+        if sgd is not None and name in sgd:
+            ax2.plot(ts, np.asarray(sgd[name]) - shift, "o", color=color, ms=3)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("t")
+    ax1.set_ylabel("learning rate γ(t)")
+    ax1.legend()
+    ax1.grid(alpha=0.3)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("t")
+    ax2.set_ylabel("excess risk over the noise floor" if excess else "risk")
+    ax2.set_title("lines: predicted (ODE), dots: SGD mean" if sgd else "predicted (ODE)")
+    ax2.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

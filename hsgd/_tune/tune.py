@@ -135,6 +135,18 @@ class TuneResult(eqx.Module):
     predictor: AbstractPredictor
 
 
+@eqx.filter_jit
+def _value_and_grad(params, static, hyper0, predictor, objective):
+    # Module level, with everything as arguments: calls with the same structure (problem
+    # size, family, grid) reuse one compilation.
+    def f(params):
+        sched = eqx.combine(params[0], static)
+        hyper = eqx.tree_at(lambda h: h.raw, hyper0, params[1]).values()
+        return objective_value(objective, predictor(sched, hyper), predictor.ts)
+
+    return eqx.filter_value_and_grad(f)(params)
+
+
 def tune(problem, family="knots", horizon=None, *, objective: str = "final", batch=1.0,
          num_times: int = 41, ode_bins: int | None = None, init_gamma=None,
          num_knots: int = 12, hyperparameters: dict | None = None,
@@ -199,14 +211,8 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
 
     trainable, static = eqx.partition(schedule0, schedule0.trainable())
 
-    @eqx.filter_jit
     def value_and_grad(params):
-        def f(params):
-            sched = eqx.combine(params[0], static)
-            hyper = eqx.tree_at(lambda h: h.raw, hyper0, params[1]).values()
-            return objective_value(objective, predictor(sched, hyper), ts)
-
-        return eqx.filter_value_and_grad(f)(params)
+        return _value_and_grad(params, static, hyper0, predictor, objective)
 
     def evaluate(params):
         try:
