@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 from hsgd._cli import main
-from hsgd._config import ConfigError, build, build_sweep
+from hsgd._config import ConfigError, build, build_sweep, build_tune
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -35,7 +35,8 @@ def test_every_readme_config_is_valid(text, monkeypatch):
     monkeypatch.setitem(sys.modules, "mypackage", pkg)
     monkeypatch.setitem(sys.modules, "mypackage.losses", mod)
     raw = tomllib.loads(text)
-    job = build_sweep(raw) if "sweep" in raw else build(raw)
+    job = (build_sweep(raw) if "sweep" in raw else build_tune(raw) if "tune" in raw
+           else build(raw))
     assert job.problem.X_star.shape[0] == job.config["problem"]["d"]
 
 

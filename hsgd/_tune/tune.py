@@ -198,6 +198,9 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     predictor = predictor_for(problem, time_grid(horizon, num_times), batch=batch,
                               ode_bins=ode_bins)
+    if not np.isclose(float(predictor.ts[-1]), horizon):
+        raise ValueError(f"horizon {horizon} differs from the predictor's last time "
+                         f"{float(predictor.ts[-1])}")
     if init_gamma is None and not isinstance(family, AbstractTunableSchedule):
         from .baselines import best_constant
 
