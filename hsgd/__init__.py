@@ -63,6 +63,7 @@ from ._noise import (
     NoNoise as NoNoise,
 )
 from ._ode import Solution as Solution, Statistic as Statistic, ode as ode
+from ._plot import rate_map_figure as rate_map_figure, saturation_figure as saturation_figure
 from ._problem import Problem as Problem
 from ._schedule import (
     AbstractSchedule as AbstractSchedule,

@@ -143,13 +143,14 @@ def _rate_map(problem, zeta, gammas, momenta):
 
 
 def rate_maps(problem: FiniteProblem, batch_fractions, *, num_gammas: int = 60,
-              num_momenta: int = 60) -> dict:
+              num_momenta: int = 60, **optimizer_options) -> dict:
     r"""Heat maps of the exact rate over $(\Delta, \gamma)$ for several batch fractions, on a
     shared grid: $\Delta\in[0, 0.98]$ and $\gamma$ up to the largest convergence limit over
     the grid ([`momentum_stepsize_limit`][]). Returns a dict with `batch_fractions`, `gammas`
     $(G,)$, `momenta` $(M,)$, `rates` $(Z, M, G)$, and per $\zeta$ the optimum
     (`best_gamma`, `best_momentum`, `best_rate`, from [`optimize_momentum`][]) and the
-    stepsize limit curve `limits` $(Z, M)$."""
+    stepsize limit curve `limits` $(Z, M)$; `optimizer_options` go to
+    [`optimize_momentum`][]."""
     dtype = problem.eigenvalues.dtype
     momenta = jnp.linspace(0.0, 0.98, num_momenta, dtype=dtype)
     zs = jnp.asarray(np.asarray(batch_fractions, dtype=float), dtype)
@@ -157,7 +158,7 @@ def rate_maps(problem: FiniteProblem, batch_fractions, *, num_gammas: int = 60,
         momenta))(zs)
     gammas = jnp.linspace(0.0, 1.05 * jnp.max(limits), num_gammas + 1, dtype=dtype)[1:]
     rates = jnp.stack([rate_map(problem, z, gammas, momenta) for z in zs])
-    best = jax.vmap(lambda z: optimize_momentum(problem, z))(zs)
+    best = jax.vmap(lambda z: optimize_momentum(problem, z, **optimizer_options))(zs)
     return dict(batch_fractions=np.asarray(zs), gammas=np.asarray(gammas),
                 momenta=np.asarray(momenta), rates=np.asarray(rates), limits=np.asarray(limits),
                 best_gamma=np.asarray(best.gamma), best_momentum=np.asarray(best.momentum),
