@@ -155,7 +155,8 @@ def test_rate_matches_recursion(gaussian, zeta, delta, fraction):
     # max{Lambda, Xi^-1} against the slope of log(psi_k - psi_inf) on the recursion, fitted
     # where the relative excess is in [1e-9, 1e-3] (asymptotic regime, above round-off).
     # Cases: two noise-dominated (zeta below the ICR crossover, gamma at 0.9 of the limit, a
-    # Malthusian root well above Lambda; measured 1e-6) and one large batch with every heavy-ball root
+    # Malthusian root well above Lambda; measured 1e-6) and one large batch with every
+    # heavy-ball root
     # complex (gamma = 1.2 (1 - sqrt Delta)^2 / (zeta lambda_min)). Tolerance 1% on
     # -log(rate) (the bound; measured <= 0.2% at n = 3000).
     if fraction is None:

@@ -8,18 +8,6 @@ from .dynamics import (
     volterra as volterra,
     volterra_grid as volterra_grid,
 )
-from .problem import Data as Data, FiniteProblem as FiniteProblem, Population as Population
-from .sgd import FiniteSGDResult as FiniteSGDResult, simulate as simulate
-from .theory import (
-    asymptotic_rate as asymptotic_rate,
-    gamma_max as gamma_max,
-    kernel_norm as kernel_norm,
-    limit_loss as limit_loss,
-    limit_risk as limit_risk,
-    malthusian_root as malthusian_root,
-    marchenko_pastur_edge as marchenko_pastur_edge,
-    phase_transition_stepsize as phase_transition_stepsize,
-)
 from .momentum import (
     MomentumSolution as MomentumSolution,
     heavy_ball_coefficient as heavy_ball_coefficient,
@@ -42,9 +30,21 @@ from .momentum_theory import (
     near_optimal_parameters as near_optimal_parameters,
     optimize_momentum as optimize_momentum,
 )
+from .problem import Data as Data, FiniteProblem as FiniteProblem, Population as Population
 from .saturation import (
     Saturation as Saturation,
     batch_saturation as batch_saturation,
     rate_map as rate_map,
     rate_maps as rate_maps,
+)
+from .sgd import FiniteSGDResult as FiniteSGDResult, simulate as simulate
+from .theory import (
+    asymptotic_rate as asymptotic_rate,
+    gamma_max as gamma_max,
+    kernel_norm as kernel_norm,
+    limit_loss as limit_loss,
+    limit_risk as limit_risk,
+    malthusian_root as malthusian_root,
+    marchenko_pastur_edge as marchenko_pastur_edge,
+    phase_transition_stepsize as phase_transition_stepsize,
 )

@@ -58,6 +58,7 @@ from jaxtyping import Array, Float
 from .momentum import check_momentum, heavy_ball_coefficient
 from .problem import FiniteProblem
 
+
 def _jit_params(fn):
     """`eqx.filter_jit` with the numeric parameters after `problem` converted to arrays of the
     problem's dtype (Python floats would otherwise be static and recompile per value)."""
