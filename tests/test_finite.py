@@ -227,9 +227,12 @@ def test_sgd_divergence_past_gamma_max(gaussian):
 
 def test_grad_and_vmap_through_finite_ode(gaussian):
     ts = jnp.linspace(0, 3, 4)
+    lam = np.linspace(0.2, 3.0, 20)
+    small = hsgd.FiniteProblem.from_spectrum(lam, np.ones(20), 40, loss_min=1.0,
+                                             sigma=np.ones(20) / 20, target_shift=np.ones(20))
 
     def final(g):
-        return hsgd.ode(gaussian, g, ts).risk[-1]
+        return hsgd.ode(small, g, ts).risk[-1]
 
     g0, h = 1.0, 1e-4
     fd = (final(g0 + h) - final(g0 - h)) / (2 * h)
