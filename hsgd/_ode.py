@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ._blowup import after_first, nan_where
 from . import _finite as finite
+from ._blowup import after_first, nan_where
 from ._custom_types import Times
 from ._finite import FiniteProblem
 from ._problem import Problem

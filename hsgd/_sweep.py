@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from ._finite import FiniteProblem
 from ._io import write_csv, write_json
 from ._ode import ode
-from ._finite import FiniteProblem
 from ._problem import Problem
 from ._schedule import Constant
 

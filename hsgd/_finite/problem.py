@@ -5,7 +5,8 @@ With $A^\top A = \sum_j \lambda_j v_j v_j^\top$, $x_{\rm opt}$ the ridge solutio
 $(A^\top A + \delta I)^{-1}A^\top b$ (the minimum-norm least-squares solution when $\delta = 0$),
 $e_j = v_j^\top(x - x_{\rm opt})$ and $c_j = v_j^\top x_{\rm opt}$, the training loss is exactly
 
-$$L(x) = \tfrac12\|Ax - b\|^2 = L(x_{\rm opt}) - \delta\sum_j c_j e_j + \tfrac12\sum_j \lambda_j e_j^2$$
+$$L(x) = \tfrac12\|Ax - b\|^2
+= L(x_{\rm opt}) - \delta\sum_j c_j e_j + \tfrac12\sum_j \lambda_j e_j^2$$
 
 (the linear term comes from $A^\top(Ax_{\rm opt} - b) = -\delta x_{\rm opt}$ and vanishes without
 ridge), and a quadratic population risk $R(x) = \tfrac12 x^\top S x - q^\top x + c$ is, with

@@ -112,7 +112,8 @@ def phase_transition_stepsize(n: int, d: int) -> float:
     part as mass $\times$ the Marchenko–Pastur law with ratio $\rho = \min(r, 1/r) \le 1$ and
     scale $s$, the Cauchy transform at the edge gives in closed form
     $\int x^2/(x - a)\,d\mu = m_1 + a + a^2/(s\sqrt\rho\,(1 - \sqrt\rho))$ per unit mass,
-    with $m_1 = s$ and $a = s(1 - \sqrt\rho)^2$. For $\gamma < \gamma^*$ the loss decays like $t^{-3/2}e^{-2\gamma\lambda_{\min}t}$;
+    with $m_1 = s$ and $a = s(1 - \sqrt\rho)^2$. For $\gamma < \gamma^*$ the loss decays like
+    $t^{-3/2}e^{-2\gamma\lambda_{\min}t}$;
     above, at the rate $2\gamma\lambda^*(\gamma)$ with $\lambda^* < \lambda_{\min}$.
     $\gamma^* \to \gamma_{\max} = 2$ as $r \to 1$ (the edge reaches 0)."""
     r = d / n
