@@ -47,3 +47,14 @@ def write(args, script: str, payload: dict) -> Path:
     os.replace(tmp, path)
     print(f"wrote {path}")
     return path
+
+
+def run_parts(args, script: str, hsgd, parts) -> Path:
+    """Run each `(name, fn)` of `parts` not named in `args.skip` as `fn(hsgd)` and write their
+    results, keyed by name, to the script's JSON."""
+    payload = {}
+    for name, fn in parts:
+        if name not in args.skip:
+            print(f"--- {name}", flush=True)
+            payload[name] = fn(hsgd)
+    return write(args, script, payload)

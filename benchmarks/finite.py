@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _common import parser, setup, timed, write
+from _common import parser, run_parts, setup, timed
 
 
 def rel(a, b):
@@ -164,12 +164,8 @@ def main():
     setup(args)
     import hsgd
 
-    payload = {}
-    for name, fn in (("agreement", agreement), ("power_law", power_law),
-                     ("criticality", criticality), ("digits", digits)):
-        if name not in args.skip:
-            payload[name] = fn(hsgd)
-    write(args, __file__, payload)
+    run_parts(args, __file__, hsgd, (("agreement", agreement), ("power_law", power_law),
+                                     ("criticality", criticality), ("digits", digits)))
 
 
 if __name__ == "__main__":

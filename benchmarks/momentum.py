@@ -27,7 +27,7 @@ import time
 import jax
 import numpy as np
 
-from _common import parser, setup, timed, write
+from _common import parser, run_parts, setup, timed
 
 
 def agreement(hsgd, runs=16):
@@ -230,13 +230,9 @@ def main():
     setup(args)
     import hsgd
 
-    payload = {}
-    for name, fn in (("invalid", invalid), ("rates", rates), ("saturation", saturation),
-                     ("heat_map", heat_map), ("agreement", agreement)):
-        if name not in args.skip:
-            print(f"--- {name}", flush=True)
-            payload[name] = fn(hsgd)
-    write(args, __file__, payload)
+    run_parts(args, __file__, hsgd, (("invalid", invalid), ("rates", rates),
+                                     ("saturation", saturation), ("heat_map", heat_map),
+                                     ("agreement", agreement)))
 
 
 if __name__ == "__main__":

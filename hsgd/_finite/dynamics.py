@@ -37,6 +37,7 @@ from jaxtyping import Array, Bool, Float
 from .._blowup import after_first, nan_where
 from .._custom_types import Times
 from .._schedule import as_schedule
+from .._sgd import check_times
 from .problem import FiniteProblem
 
 
@@ -59,14 +60,6 @@ class FiniteSolution(eqx.Module):
     diverged: Bool[Array, ""]
     divergence_time: Float[Array, ""]
     num_steps: Array
-
-
-def _check_ts(ts, dtype):
-    ts_np = np.asarray(ts, dtype=float)
-    if ts_np.ndim != 1 or ts_np.size == 0 or np.any(ts_np < 0) or np.any(np.diff(ts_np) < 0):
-        raise ValueError(f"ts must be a non-empty, non-decreasing 1-D array of epochs >= 0, "
-                         f"got {ts_np}")
-    return jnp.asarray(ts_np, dtype=dtype)
 
 
 def _rates(problem: FiniteProblem):
@@ -189,7 +182,7 @@ def ode(problem: FiniteProblem, schedule, ts, *, solver: diffrax.AbstractSolver 
     """
     schedule = as_schedule(schedule)
     dtype = problem.eigenvalues.dtype
-    ts = _check_ts(ts, dtype)
+    ts = jnp.asarray(check_times(ts), dtype)
     single = dtype == jnp.float32
     rtol = (1e-5 if single else 1e-9) if rtol is None else float(rtol)
     if atol is None:
@@ -293,7 +286,7 @@ def volterra(problem: FiniteProblem, schedule, ts, *, resolution: float = 1e-3,
     """
     schedule = as_schedule(schedule)
     dtype = problem.eigenvalues.dtype
-    ts = _check_ts(ts, dtype)
+    ts = jnp.asarray(check_times(ts), dtype)
     ts_np = np.asarray(ts, dtype=float)
     grid = volterra_grid(problem, ts_np, resolution) if grid is None else np.asarray(grid, float)
     if grid[0] != 0 or np.any(np.diff(grid) <= 0):
