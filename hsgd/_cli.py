@@ -4,15 +4,29 @@
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from ._config import ConfigError, Job, SweepJob, TuneJob, load, load_sweep, load_tune
+from ._finite import (
+    FiniteProblem,
+    gamma_max,
+    limit_loss,
+    limit_risk,
+    momentum_converges,
+    momentum_limit_loss,
+    momentum_limit_risk,
+    momentum_recursion,
+    momentum_stepsize_limit,
+    simulate_momentum,
+    volterra,
+)
 from ._io import write_atomic, write_csv, write_json
 from ._ode import ode
-from ._plot import risk_figure, sweep_figure, tune_figure
+from ._plot import finite_figure, risk_figure, sweep_figure, tune_figure
 from ._sde import sde
 from ._sgd import simulate
 from ._sweep import ode_outcomes, sweep
@@ -57,12 +71,16 @@ def main(argv=None) -> int:
 
 def run_sweep(job: SweepJob, out: Path, resume: bool = False, progress=True) -> int:
     """Run `hsgd sweep`: the sweep table, summary.json and sweep.png under `out`."""
-    bins = job.config["sweep"]["ode_bins"]
+    finite = isinstance(job.problem, FiniteProblem)
+    bins = 0 if finite else job.config["sweep"]["ode_bins"]
     problem = job.problem.coarsen(bins) if bins else job.problem
     n = job.points["gamma"].size
-    print(f"hsgd sweep: loss={job.config['problem']['loss']} d={job.problem.d} "
-          f"{n} points ({len(np.unique(job.points['gamma']))} stepsizes x "
-          f"{len(np.unique(job.points['batch']))} batch sizes) on {len(jax.devices())} "
+    pcfg = job.config["problem"]
+    what = (f"finite data={pcfg['data']} n={problem.n} d={int(problem.d)}" if finite
+            else f"loss={pcfg['loss']} d={problem.d}")
+    batches = job.points.get("batch", np.ones(n))
+    print(f"hsgd sweep: {what} {n} points ({len(np.unique(job.points['gamma']))} stepsizes x "
+          f"{len(np.unique(batches))} batch sizes) on {len(jax.devices())} "
           f"device(s), chunks of {job.chunk_size}", flush=True)
     fn = ode_outcomes(problem, job.ts, target_risk=job.target_risk)
     start = time.perf_counter()
@@ -73,24 +91,29 @@ def run_sweep(job: SweepJob, out: Path, resume: bool = False, progress=True) -> 
         print(f"hsgd: {e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - start
+    # Finite data without a population: rank by the training loss instead of the risk.
+    metric = ("final_loss" if finite and not np.any(np.isfinite(table["final_risk"]))
+              else "final_risk")
+    table.setdefault("batch", np.ones(n))
     diverged = table["diverged"] > 0
     best = {}
     for b in np.unique(table["batch"]):
         sel = (table["batch"] == b) & ~diverged
         if np.any(sel):
-            i = np.flatnonzero(sel)[np.argmin(table["final_risk"][sel])]
+            i = np.flatnonzero(sel)[np.argmin(table[metric][sel])]
             best[str(int(b))] = {"gamma": float(table["gamma"][i]),
-                                 "final_risk": float(table["final_risk"][i])}
+                                 metric: float(table[metric][i])}
     summary = {"config": job.config, "num_points": int(n), "wall_s": wall,
                "points_per_s": n / wall, "num_diverged": int(diverged.sum()),
                "best_gamma_per_batch": best}
     write_json(out / "summary.json", summary)
-    write_atomic(out / "sweep.png", sweep_figure(table))
+    write_atomic(out / "sweep.png", sweep_figure(table, metric=metric))
     print(f"{n} points in {wall:.1f} s ({n / wall:.1f} points/s), {int(diverged.sum())} "
           "diverged")
-    print(f"{'batch':>6} {'best gamma':>11} {'final risk':>11}")
+    label = metric.replace("_", " ")
+    print(f"{'batch':>6} {'best gamma':>11} {label:>11}")
     for b, v in best.items():
-        print(f"{b:>6} {v['gamma']:11.4g} {v['final_risk']:11.6g}")
+        print(f"{b:>6} {v['gamma']:11.4g} {v[metric]:11.6g}")
     print(f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'sweep.png'}")
     return 0
 
@@ -163,6 +186,8 @@ def run_tune(job: TuneJob, out: Path) -> int:
 def run(job: Job, out: Path) -> int:
     """Run the ODE and/or SGD for `job`, print the table and write the result files."""
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(job.problem, FiniteProblem):
+        return run_finite(job, out)
     prob, ts = job.problem, job.ts
     cfg = job.config
     print(f"hsgd run: loss={cfg['problem']['loss']} d={prob.d} "
@@ -239,6 +264,158 @@ def run(job: Job, out: Path) -> int:
     return 0
 
 
+def run_finite(job: Job, out: Path) -> int:
+    """`hsgd run` on finite data (SPEC §2, §3): the deterministic equivalents (per-mode ODE,
+    Volterra equation, or the SGD+M recursion) against SGD (or SGD+M) over the rows; training
+    loss and population risk in curves.csv, summary.json and risk.png."""
+    prob, ts, cfg = job.problem, job.ts, job.config
+    momentum = job.optimizer == "sgd_momentum"
+    zeta = job.batch / prob.n
+    print(f"hsgd run: finite data={cfg['problem']['data']} n={prob.n} d={int(prob.d)} "
+          f"optimizer={job.optimizer} batch={job.batch}"
+          + (f" momentum={job.momentum:g}" if momentum else "")
+          + f" epochs in [0, {ts[-1]:g}] methods={','.join(job.methods)}", flush=True)
+    summary, timings = {"config": cfg}, {}
+    if momentum:  # the schedule counts iterations k; record at k = round(t n / beta)
+        ks = np.rint(ts * prob.n / job.batch).astype(np.int64)
+        ts = ks * job.batch / prob.n
+        gamma0 = float(job.schedule(0.0))
+        limit = float(momentum_stepsize_limit(prob, job.momentum, zeta))
+        summary["stepsize_limit"] = limit
+        ok = bool(momentum_converges(prob, gamma0, job.momentum, zeta))
+        summary["limit_loss"] = float(momentum_limit_loss(prob, gamma0, job.momentum, zeta))
+        summary["limit_risk"] = float(momentum_limit_risk(prob, gamma0, job.momentum, zeta))
+    else:
+        gamma0 = float(job.schedule(0.0))
+        limit = float(gamma_max(prob))
+        summary["gamma_max"] = limit
+        ok = gamma0 < limit
+        summary["limit_loss"] = float(limit_loss(prob, gamma0))
+        summary["limit_risk"] = float(limit_risk(prob, gamma0))
+    gmax_grid = float(np.max(np.asarray(job.schedule.on_grid(
+        ks if momentum else np.linspace(0.0, ts[-1], 1025)))))
+    print(f"  stepsize: gamma(0) = {gamma0:.4g}, max {gmax_grid:.4g}; stability limit "
+          f"{limit:.4g} ({'SGD+M' if momentum else 'gamma_max = 2n/tr(AᵀA)'}); limit loss "
+          f"per sample at gamma(0): {summary['limit_loss'] / prob.n:.6g}", flush=True)
+    if prob.data is not None:  # one SGD step on row i alone is stable iff gamma |a_i|^2 < 2
+        rows = np.sum(np.asarray(prob.data.A) ** 2, axis=1)
+        summary["single_row_limit"] = float(2.0 / rows.max())
+        if not momentum and gmax_grid >= summary["single_row_limit"]:
+            print(f"  note: the stepsize passes the single-row limit 2/max|a_i|^2 = "
+                  f"{summary['single_row_limit']:.4g} (max row norm^2 {rows.max():.3g} vs "
+                  f"mean {rows.mean():.3g}): rows of unequal norms can make SGD diverge where "
+                  "the theory converges", flush=True)
+    if not ok or gmax_grid >= limit:
+        print(f"  WARNING: the stepsize reaches {gmax_grid:.4g} >= the stability limit "
+              f"{limit:.4g}: the theory predicts divergence", flush=True)
+
+    curves = {}  # method -> (loss (R, T), risk (R, T)); deterministic ones have R = 1
+    reference = None
+    for method in job.methods:
+        start = time.perf_counter()
+        if method == "recursion":
+            res = momentum_recursion(prob, job.schedule, ks, batch=job.batch,
+                                     momentum=job.momentum)
+        elif method in ("ode", "volterra"):
+            res = (ode if method == "ode" else volterra)(prob, job.schedule, ts)
+        elif method == "sgd" and momentum:
+            res = simulate_momentum(prob, job.schedule, ks, jax.random.PRNGKey(job.sgd_seed),
+                                    batch=job.batch, momentum=job.momentum,
+                                    num_runs=job.sgd_runs, progress=True)
+        elif method == "sgd":
+            res = simulate(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed),
+                           num_runs=job.sgd_runs, batch=job.batch, progress=True)
+        else:  # sde: the summed mini-batch follows the same diffusion in epochs
+            res = sde(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed + 1),
+                      num_paths=job.sde_paths)
+        jax.block_until_ready(res.loss)
+        timings[f"{method}_s"] = time.perf_counter() - start
+        loss, risk = np.atleast_2d(np.asarray(res.loss)), np.atleast_2d(np.asarray(res.risk))
+        curves[method] = (loss, risk)
+        diverged = np.atleast_1d(np.asarray(res.diverged))
+        summary[f"{method}_diverged"] = int(diverged.sum())
+        sampled = method in ("sgd", "sde")
+        what = f"{diverged.sum()} of {diverged.size} runs" if sampled else "the prediction"
+        print(f"  {method}: {timings[f'{method}_s']:.2f} s"
+              + (f" for {diverged.size} runs" if sampled else "")
+              + (f"; {what} DIVERGED" if diverged.any() else ""), flush=True)
+        if not sampled and reference is None:
+            reference = method
+    summary["timings"] = timings
+    summary["epochs"] = ts.tolist()
+    for sampled in ("sgd", "sde"):
+        if reference is None or sampled not in curves:
+            continue
+        for i, name in enumerate(("loss", "risk")):
+            mean = _nanmean(curves[sampled][i])
+            rel = np.abs(curves[reference][i][0] - mean) / np.abs(mean)
+            rel = rel[np.isfinite(rel)]
+            summary[f"max_rel_error_{name}_{reference}_vs_{sampled}"] = (
+                float(rel.max()) if rel.size else None)
+    if "ode" in curves and "volterra" in curves:
+        a, b = curves["ode"][0][0], curves["volterra"][0][0]
+        rel = np.abs(a - b) / np.abs(b)
+        rel = rel[np.isfinite(rel)]
+        summary["max_rel_diff_ode_vs_volterra"] = float(rel.max()) if rel.size else None
+
+    _print_finite_table(ts, curves, prob.n)
+    for key, value in summary.items():
+        if key.startswith("max_rel") and value is not None:
+            print(f"{key}: {value:.4f}")
+    rows = []
+    gammas = np.asarray(job.schedule.on_grid(ks if momentum else ts))
+    for method, (loss, risk) in curves.items():
+        for r in range(loss.shape[0]):
+            for i, t in enumerate(ts):
+                rows.append([method, r, f"{t:.10g}", int(ks[i]) if momentum else "",
+                             f"{loss[r, i]:.10g}", f"{risk[r, i]:.10g}", f"{gammas[i]:.10g}"])
+    write_csv(out / "curves.csv", ["method", "run", "epoch", "iteration", "loss", "risk",
+                                   "gamma"], rows)
+    write_json(out / "summary.json", summary)
+    names = {"ode": "ODE", "volterra": "Volterra", "recursion": "recursion", "sgd": "SGD",
+             "sde": "SDE"}
+    lines = {names[m]: c for m, c in curves.items() if m not in ("sgd", "sde")}
+    bands = {names[m]: c for m, c in curves.items() if m in ("sgd", "sde")}
+    if momentum:
+        bands = {"SGD+M" if k == "SGD" else k: v for k, v in bands.items()}
+    title = (f"{cfg['problem']['data']}, n = {prob.n}, d = {int(prob.d)}, {job.optimizer}, "
+             f"β = {job.batch}" + (f", Δ = {job.momentum:g}" if momentum else ""))
+    write_atomic(out / "risk.png", finite_figure(
+        ts, {k: v[0][0] / prob.n for k, v in lines.items()},
+        {k: v[0] / prob.n for k, v in bands.items()}, {k: v[1][0] for k, v in lines.items()},
+        {k: v[1] for k, v in bands.items()}, title=title))
+    print(f"wrote {out / 'curves.csv'}, {out / 'summary.json'}, {out / 'risk.png'}")
+    return 0
+
+
+def _nanmean(x):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # every run diverged: NaN is the answer
+        return np.nanmean(x, axis=0)
+
+
+def _print_finite_table(ts, curves, n):
+    """Per epoch: the mean training loss per sample and the population risk of each method."""
+    cols = list(curves)
+    header = f"{'epoch':>9} " + " ".join(f"{m + ' loss/n':>15}" for m in cols)
+    has_risk = any(np.any(np.isfinite(c[1])) for c in curves.values())
+    if has_risk:
+        header += " " + " ".join(f"{m + ' risk':>15}" for m in cols)
+    print(header)
+    print("-" * len(header))
+    means = {m: (_nanmean(c[0]) / n, _nanmean(c[1])) for m, c in curves.items()}
+    for i, t in enumerate(ts):
+        cells = [_cell(means[m][0][i], 15, ".6g") for m in cols]
+        if has_risk:
+            cells += [_cell(means[m][1][i], 15, ".6g") for m in cols]
+        print(f"{t:9.4g} " + " ".join(cells))
+
+
+def _cell(v, width, fmt):
+    """`v` formatted, or a dash when it is not finite (diverged)."""
+    return f"{v:{width}{fmt}}" if np.isfinite(v) else f"{'—':>{width}}"
+
+
 def _print_table(ts, ode_sol, sgd, rel, sde_res=None):
     header = f"{'t':>10} {'ODE risk':>12} {'SGD mean':>12} {'± std':>10} {'rel err':>9}"
     if sde_res is not None:
@@ -246,19 +423,16 @@ def _print_table(ts, ode_sol, sgd, rel, sde_res=None):
     print(header)
     print("-" * len(header))
 
-    def cell(v, width, fmt):
-        return f"{v:{width}{fmt}}" if np.isfinite(v) else f"{'—':>{width}}"
-
     for i, t in enumerate(ts):
         o = float(ode_sol.risk[i]) if ode_sol is not None else np.nan
         m = float(sgd.mean()[i]) if sgd is not None else np.nan
         s = float(sgd.std()[i]) if sgd is not None else np.nan
         r = float(rel[i]) if rel is not None else np.nan
-        line = " ".join([f"{t:10.4g}", cell(o, 12, ".6g"), cell(m, 12, ".6g"),
-                         cell(s, 10, ".3g"), cell(r, 9, ".4f")])
+        line = " ".join([f"{t:10.4g}", _cell(o, 12, ".6g"), _cell(m, 12, ".6g"),
+                         _cell(s, 10, ".3g"), _cell(r, 9, ".4f")])
         if sde_res is not None:
-            line += " " + cell(float(sde_res.mean()[i]), 12, ".6g")
-            line += " " + cell(float(sde_res.std()[i]), 10, ".3g")
+            line += " " + _cell(float(sde_res.mean()[i]), 12, ".6g")
+            line += " " + _cell(float(sde_res.std()[i]), 10, ".3g")
         print(line)
 
 

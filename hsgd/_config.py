@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ._finite import FiniteProblem, gamma_max, momentum_stepsize_limit
 from ._loss import AbstractLoss, CustomLoss, LeastSquares, Logistic, PhaseRetrieval, Softmax
 from ._noise import BernoulliTeacher, GaussianNoise, NoNoise
 from ._problem import Problem
@@ -22,6 +23,7 @@ from ._schedule import (
     Constant,
     Cosine,
     ExponentialDecay,
+    FunctionSchedule,
     PiecewiseLinear,
     StepDecay,
     WarmupDecay,
@@ -56,7 +58,7 @@ DEFAULT = {
     },
 }
 
-_PROBLEM_KEYS = {"loss", "d", "target_norm", "init_norm", "overlap", "seed", "spectrum",
+_PROBLEM_KEYS = {"kind", "loss", "d", "target_norm", "init_norm", "overlap", "seed", "spectrum",
                  "noise_std", "num_classes", "m", "m_star", "noise"}
 _SPECTRUM_KEYS = {
     "power_law": {"kind", "alpha", "normalize"},
@@ -73,9 +75,21 @@ _SCHEDULE_KEYS = {
 }
 _RUN_KEYS = {"horizon", "num_times", "time_grid", "methods", "sgd_runs", "sde_paths", "seed",
              "ode_bins"}
-_OPTIMIZER_KEYS = {"batch", "schedule"}
+_OPTIMIZER_KEYS = {"name", "batch", "schedule", "momentum", "stepsize_unit"}
 _LOSSES = ("least_squares", "logistic", "phase_retrieval", "softmax")
 METHODS = ("ode", "sgd", "sde")
+
+# Finite data (problem.kind = "finite"): the keys each data source takes, with defaults.
+_FINITE_DATA = {
+    "gaussian": {"n": 2000, "d": 1000, "noise_std": 0.3, "ridge": 0.0, "seed": 0,
+                 "target_norm": None},
+    "marchenko_pastur": {"n": 2000, "d": 1000, "noise_std": 0.3, "ridge": 0.0,
+                         "num_points": 256},
+    "digits": {"n": 1000, "features": 500, "activation": "relu", "ridge": 0.0, "seed": 0},
+    "file": {"file": None, "ridge": 0.0, "features": None, "activation": "relu", "seed": 0},
+}
+FINITE_METHODS = {"sgd": ("ode", "volterra", "sgd", "sde"),
+                  "sgd_momentum": ("recursion", "sgd")}
 
 
 @dataclass
@@ -83,7 +97,7 @@ class Job:
     """Everything `hsgd run` needs, built from a validated config."""
 
     config: dict
-    problem: Problem
+    problem: Problem | FiniteProblem
     schedule: AbstractSchedule
     batch: int
     ts: np.ndarray
@@ -92,6 +106,8 @@ class Job:
     sgd_seed: int
     sde_paths: int
     ode_bins: int
+    optimizer: str = "sgd"
+    momentum: float = 0.0
 
 
 def load(path: str | Path | None) -> Job:
@@ -113,9 +129,26 @@ def _read_toml(path: Path) -> dict:
 
 
 def merge(raw: dict) -> dict:
-    """The default config overlaid with `raw` (sections merged key by key)."""
+    """The default config overlaid with `raw` (sections merged key by key). For
+    `problem.kind = "finite"` the [problem] defaults are those of its data source and the
+    default methods those of its optimizer."""
     _check_keys(raw, {"problem", "optimizer", "run"}, "")
     cfg = copy.deepcopy(DEFAULT)
+    prob_raw = raw.get("problem", {})
+    kind = prob_raw.get("kind", "streaming") if isinstance(prob_raw, dict) else "streaming"
+    if kind not in ("streaming", "finite"):
+        raise ConfigError(f"problem.kind must be 'streaming' or 'finite', got {kind!r}")
+    if kind == "finite":
+        data = prob_raw.get("data", "gaussian")
+        if data not in _FINITE_DATA:
+            raise ConfigError(f"problem.data must be one of {list(_FINITE_DATA)}, got {data!r}")
+        cfg["problem"] = {"kind": "finite", "data": data,
+                          **{k: v for k, v in _FINITE_DATA[data].items() if v is not None}}
+        opt_raw = raw.get("optimizer", {})
+        name = opt_raw.get("name", "sgd") if isinstance(opt_raw, dict) else "sgd"
+        cfg["run"]["methods"] = ["recursion" if name == "sgd_momentum" else "ode"]
+        if data != "marchenko_pastur":  # a spectrum only: nothing to run SGD on
+            cfg["run"]["methods"].append("sgd")
     for section, values in raw.items():
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table, got {values!r}")
@@ -130,13 +163,33 @@ def merge(raw: dict) -> dict:
 def build(raw: dict, base: Path | None = None) -> Job:
     cfg = merge(raw)
     prob_cfg, opt_cfg, run_cfg = cfg["problem"], cfg["optimizer"], cfg["run"]
-    _check_keys(prob_cfg, _PROBLEM_KEYS, "problem")
+    finite = prob_cfg.get("kind") == "finite"
+    problem = _problem_section(prob_cfg, base)
     _check_keys(opt_cfg, _OPTIMIZER_KEYS, "optimizer")
     _check_keys(run_cfg, _RUN_KEYS, "run")
 
-    problem = _problem(prob_cfg, base)
     schedule = _schedule(opt_cfg["schedule"])
     batch = _int(opt_cfg, "batch", "optimizer", minimum=1)
+    name = opt_cfg.get("name", "sgd")
+    allowed = tuple(FINITE_METHODS) if finite else ("sgd",)
+    if name not in allowed:
+        raise ConfigError(f"optimizer.name must be one of {list(allowed)} for a "
+                          f"{'finite' if finite else 'streaming'} problem, got {name!r}"
+                          + ("" if finite else " (SGD with momentum: problem.kind = 'finite')"))
+    for key in ("momentum",):
+        if key in opt_cfg and name != "sgd_momentum":
+            raise ConfigError(f"optimizer.{key} applies only to optimizer.name = "
+                              f"'sgd_momentum' (finite problems)")
+    if "stepsize_unit" in opt_cfg and not finite:
+        raise ConfigError("optimizer.stepsize_unit applies only to finite problems")
+    momentum = _float(opt_cfg, "momentum", "optimizer", minimum=0.0, default=0.0)
+    if momentum >= 1:
+        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {momentum}")
+    if finite:
+        if batch > problem.n:
+            raise ConfigError(f"optimizer.batch must be <= n = {problem.n} (the number of "
+                              f"samples), got {batch}")
+        schedule = _finite_schedule(schedule, opt_cfg, problem, name, batch, momentum)
 
     horizon = _float(run_cfg, "horizon", "run", minimum=0.0, strict=True)
     num = _int(run_cfg, "num_times", "run", minimum=2)
@@ -148,15 +201,99 @@ def build(raw: dict, base: Path | None = None) -> Job:
     else:
         raise ConfigError(f"run.time_grid must be 'linear' or 'log', got {grid!r}")
     methods = run_cfg["methods"]
+    allowed = FINITE_METHODS[name] if finite else METHODS
     if (not isinstance(methods, list) or not methods
-            or any(m not in METHODS for m in methods)):
-        raise ConfigError(f"run.methods must be a non-empty list drawn from {list(METHODS)}, "
-                          f"got {methods!r}")
+            or any(m not in allowed for m in methods)):
+        raise ConfigError(f"run.methods must be a non-empty list drawn from {list(allowed)}"
+                          + (f" (optimizer {name!r})" if finite else "") + f", got {methods!r}")
+    if finite and problem.data is None and any(m in ("sgd", "sde") for m in methods):
+        raise ConfigError(f"problem.data = {prob_cfg['data']!r} is a spectrum only (no data "
+                          "matrix): run.methods cannot include 'sgd' or 'sde'")
+    if finite and run_cfg.get("ode_bins", 0):
+        raise ConfigError("run.ode_bins applies only to streaming problems")
     return Job(config=cfg, problem=problem, schedule=schedule, batch=batch, ts=ts,
                methods=tuple(methods), sgd_runs=_int(run_cfg, "sgd_runs", "run", minimum=1),
                sgd_seed=_int(run_cfg, "seed", "run", minimum=0),
                sde_paths=_int(run_cfg, "sde_paths", "run", minimum=1),
-               ode_bins=_int(run_cfg, "ode_bins", "run", minimum=0))
+               ode_bins=_int(run_cfg, "ode_bins", "run", minimum=0), optimizer=name,
+               momentum=momentum)
+
+
+def _problem_section(prob_cfg: dict, base: Path | None) -> Problem | FiniteProblem:
+    """The problem of a merged [problem] section, streaming or finite, keys checked."""
+    if prob_cfg.get("kind") == "finite":
+        _check_keys(prob_cfg, {"kind", "data", *_FINITE_DATA[prob_cfg["data"]]}, "problem")
+        return _finite_problem(prob_cfg, base)
+    _check_keys(prob_cfg, _PROBLEM_KEYS, "problem")
+    return _problem(prob_cfg, base)
+
+
+def _finite_problem(cfg: dict, base: Path | None):
+    """The [`FiniteProblem`][] of a `problem.kind = "finite"` section."""
+    data, where = cfg["data"], "problem"
+    ridge = _float(cfg, "ridge", where, minimum=0.0)
+    if data in ("gaussian", "marchenko_pastur"):
+        n = _int(cfg, "n", where, minimum=1)
+        d = _int(cfg, "d", where, minimum=1)
+        noise = _float(cfg, "noise_std", where, minimum=0.0)
+        if data == "marchenko_pastur":
+            return _wrap(where, lambda: FiniteProblem.marchenko_pastur(
+                n, d, noise_std=noise, ridge=ridge,
+                num_points=_int(cfg, "num_points", where, minimum=2)))
+        norm = cfg.get("target_norm")
+        norm = None if norm is None else _float(cfg, "target_norm", where, minimum=0.0)
+        return _wrap(where, lambda: FiniteProblem.gaussian(
+            n, d, _int(cfg, "seed", where, minimum=0), noise_std=noise, target_norm=norm,
+            ridge=ridge))
+    activation = cfg["activation"]
+    if not isinstance(activation, str):
+        raise ConfigError(f"problem.activation must be a string, got {activation!r}")
+    seed = _int(cfg, "seed", where, minimum=0)
+    if data == "digits":
+        return _wrap(where, lambda: FiniteProblem.digits(
+            _int(cfg, "n", where, minimum=1), _int(cfg, "features", where, minimum=1),
+            key=seed, activation=activation, ridge=ridge))
+    if "file" not in cfg or not isinstance(cfg["file"], str):
+        raise ConfigError("problem.data = 'file' needs problem.file, the path of an .npz file "
+                          f"with arrays A and b, got {cfg.get('file')!r}")
+    path = Path(cfg["file"])
+    path = path if path.is_absolute() or base is None else base / path
+    if not path.is_file():
+        raise ConfigError(f"problem.file {str(path)!r} does not exist")
+    if "features" not in cfg:
+        return _wrap(f"problem.file {str(path)!r}",
+                     lambda: FiniteProblem.from_npz(path, ridge=ridge))
+    features = _int(cfg, "features", where, minimum=1)
+    try:  # random features of the file's inputs: A (and A_test) are the inputs Z
+        with np.load(path) as f:
+            arrays = {k: np.asarray(f[k]) for k in f.keys()}
+    except OSError as e:
+        raise ConfigError(f"problem.file: {e}") from None
+    if "A" not in arrays or "b" not in arrays:
+        raise ConfigError(f"problem.file {str(path)!r} must contain arrays 'A' and 'b', has "
+                          f"{sorted(arrays)}")
+    test = (arrays["A_test"], arrays["b_test"]) if "A_test" in arrays else None
+    return _wrap(f"problem.file {str(path)!r}", lambda: FiniteProblem.random_features(
+        arrays["A"], arrays["b"], num_features=features, key=seed, activation=activation,
+        ridge=ridge, test=test))
+
+
+def _finite_schedule(schedule, opt_cfg, problem, name, batch, momentum):
+    r"""The schedule of a finite run, in epochs for SGD and in iterations $k$ for SGD+M
+    ($\gamma_k = \gamma(k\beta/n)$), scaled by the stability limit when
+    `stepsize_unit = "limit"` ($\gamma_{\max}$ of SGD, or the SGD+M limit at the batch fraction
+    and momentum)."""
+    unit = opt_cfg.get("stepsize_unit", "absolute")
+    if unit not in ("absolute", "limit"):
+        raise ConfigError(f"optimizer.stepsize_unit must be 'absolute' or 'limit', got {unit!r}")
+    zeta = batch / problem.n
+    scale = 1.0
+    if unit == "limit":
+        scale = float(gamma_max(problem) if name == "sgd" else
+                      momentum_stepsize_limit(problem, momentum, zeta))
+    if name == "sgd":
+        return schedule if scale == 1.0 else FunctionSchedule(lambda t: scale * schedule(t))
+    return FunctionSchedule(lambda k: scale * schedule(k * zeta))
 
 
 def _problem(prob_cfg: dict, base: Path | None) -> Problem:
@@ -182,7 +319,7 @@ class SweepJob:
     """Everything `hsgd sweep` needs."""
 
     config: dict
-    problem: Problem
+    problem: Problem | FiniteProblem
     points: dict
     ts: np.ndarray
     chunk_size: int
@@ -201,12 +338,17 @@ def build_sweep(raw: dict, base: Path | None = None) -> SweepJob:
     _check_keys(sweep_cfg, _SWEEP_KEYS, "sweep")
     cfg = merge({"problem": raw.get("problem", {})})
     cfg = {"problem": cfg["problem"], "sweep": sweep_cfg}
-    _check_keys(cfg["problem"], _PROBLEM_KEYS, "problem")
-    problem = _problem(cfg["problem"], base)
+    problem = _problem_section(cfg["problem"], base)
     gammas = _axis(sweep_cfg["gamma"], "sweep.gamma")
     batches = _axis(sweep_cfg["batch"], "sweep.batch")
     if np.any(batches < 1) or np.any(batches != np.round(batches)):
         raise ConfigError(f"sweep.batch must hold integers >= 1, got {batches.tolist()}")
+    finite = isinstance(problem, FiniteProblem)
+    if finite and batches.tolist() != [1.0]:
+        raise ConfigError("sweep.batch does not apply to a finite problem (its ODE in epochs "
+                          f"is the same for every batch size), got {batches.tolist()}")
+    if finite and "ode_bins" in raw.get("sweep", {}):
+        raise ConfigError("sweep.ode_bins applies only to streaming problems")
     horizon = _float(sweep_cfg, "horizon", "sweep", minimum=0.0, strict=True)
     num = _int(sweep_cfg, "num_times", "sweep", minimum=2)
     target = sweep_cfg.get("target_risk")
@@ -214,7 +356,8 @@ def build_sweep(raw: dict, base: Path | None = None) -> SweepJob:
         target = _float(sweep_cfg, "target_risk", "sweep", minimum=0.0, strict=True)
     from ._sweep import grid
 
-    return SweepJob(config=cfg, problem=problem, points=grid(gamma=gammas, batch=batches),
+    points = grid(gamma=gammas) if finite else grid(gamma=gammas, batch=batches)
+    return SweepJob(config=cfg, problem=problem, points=points,
                     ts=np.linspace(0.0, horizon, num),
                     chunk_size=_int(sweep_cfg, "chunk_size", "sweep", minimum=1),
                     target_risk=target)
@@ -268,8 +411,7 @@ def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
     _check_keys(opt_cfg, {"batch"}, "optimizer")
     cfg = merge({"problem": raw.get("problem", {})})
     cfg = {"problem": cfg["problem"], "optimizer": opt_cfg, "tune": tune_cfg}
-    _check_keys(cfg["problem"], _PROBLEM_KEYS, "problem")
-    problem = _problem(cfg["problem"], base)
+    problem = _problem_section(cfg["problem"], base)
     family = tune_cfg["family"]
     if family not in FAMILIES:
         raise ConfigError(f"tune.family must be one of {list(FAMILIES)}, got {family!r}")

@@ -1,4 +1,5 @@
-"""Figures: the ODE risk curve over the band of SGD runs."""
+"""Figures (PNG bytes for the command line, or matplotlib figures): deterministic curves over
+the bands of sampled runs, sweeps, tuning, SGD+M saturation and rate maps."""
 
 import io
 import warnings
@@ -6,24 +7,13 @@ import warnings
 import numpy as np
 
 
-def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: bool = False,
-                sde_risk=None):
-    """The ODE curve over the SGD (and homogenized-SGD) mean ± std bands, with faint single
-    runs. Returns PNG bytes.
-
-    The risk axis is logarithmic when the curves span more than a decade; the time axis when
-    `log_time` (a log-spaced grid)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+def _draw_curves(ax, ts, lines: dict, bands: dict, log_time: bool = False):
+    """On `ax`: for each `bands` label → runs $(R, T)$, faint single runs under a mean ± std
+    band; for each `lines` label → a curve $(T,)$, dashed (black for the first). Log scale on
+    the value axis when the curves span more than a decade; symlog time when `log_time`."""
     ts = np.asarray(ts)
     values = []
-    for runs, color, label in ((sgd_risk, "tab:blue", "SGD"), (sde_risk, "tab:orange", "SDE")):
-        if runs is None:
-            continue
+    for (label, runs), color in zip(bands.items(), ("tab:blue", "tab:orange", "tab:green")):
         runs = np.asarray(runs)
         with warnings.catch_warnings():  # all runs diverged at late times: NaN is the answer
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -34,46 +24,85 @@ def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: boo
                         label=f"{label} mean ± std ({runs.shape[0]} paths)")
         ax.plot(ts, mean, color=color, lw=1.2)
         values.append(runs)
-    if ode_risk is not None:
-        ax.plot(ts, np.asarray(ode_risk), color="black", lw=1.8, ls="--", label="ODE")
-        values.append(np.asarray(ode_risk))
+    for (label, curve), (color, ls) in zip(lines.items(), (("black", "--"), ("tab:red", ":"))):
+        ax.plot(ts, np.asarray(curve), color=color, lw=1.8, ls=ls, label=label)
+        values.append(np.asarray(curve))
     finite = np.concatenate([np.ravel(v) for v in values]) if values else np.array([])
     finite = finite[np.isfinite(finite) & (finite > 0)]
     if finite.size and finite.max() / finite.min() > 10:
         ax.set_yscale("log")
     if log_time:
         ax.set_xscale("symlog", linthresh=max(ts[1] if len(ts) > 1 else 1.0, 1e-12))
+    ax.grid(alpha=0.3)
+    if lines or bands:
+        ax.legend()
+
+
+def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: bool = False,
+                sde_risk=None):
+    """The ODE curve over the SGD (and homogenized-SGD) mean ± std bands, with faint single
+    runs. Returns PNG bytes.
+
+    The risk axis is logarithmic when the curves span more than a decade; the time axis when
+    `log_time` (a log-spaced grid)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    bands = {k: v for k, v in (("SGD", sgd_risk), ("SDE", sde_risk)) if v is not None}
+    _draw_curves(ax, ts, {} if ode_risk is None else {"ODE": ode_risk}, bands, log_time)
     ax.set_xlabel("t = iterations / d")
     ax.set_ylabel("risk")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _figure_out(fig, True)
 
 
-def sweep_figure(table: dict) -> bytes:
-    """Left: final risk over the (stepsize, batch) grid, diverged points marked ×. Right: the
-    best stepsize for each batch size. Returns PNG bytes."""
+def finite_figure(ts, loss_lines: dict, loss_bands: dict, risk_lines: dict, risk_bands: dict,
+                  title: str = "", xlabel: str = "epochs t = k/n") -> bytes:
+    """Finite data: the training loss (left) and the population risk (right), deterministic
+    curves (label → $(T,)$) over the bands of sampled runs (label → $(R, T)$). The risk panel
+    is drawn only when some risk curve is finite. Returns PNG bytes."""
+    plt = _pyplot()
+    has_risk = any(np.any(np.isfinite(np.asarray(v)))
+                   for v in (*risk_lines.values(), *risk_bands.values()))
+    fig, axes = plt.subplots(1, 2 if has_risk else 1, figsize=(11 if has_risk else 6.4, 4.2),
+                             dpi=110, squeeze=False)
+    _draw_curves(axes[0, 0], ts, loss_lines, loss_bands)
+    axes[0, 0].set_ylabel("training loss per sample ψ/n")
+    if has_risk:
+        _draw_curves(axes[0, 1], ts, risk_lines, risk_bands)
+        axes[0, 1].set_ylabel("population risk R")
+    for ax in axes[0]:
+        ax.set_xlabel(xlabel)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _figure_out(fig, True)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def sweep_figure(table: dict, metric: str = "final_risk") -> bytes:
+    """Left: `metric` (final risk) over the (stepsize, batch) grid, diverged points marked ×.
+    Right: the best stepsize for each batch size. Returns PNG bytes."""
+    plt = _pyplot()
     gammas, batches = np.unique(table["gamma"]), np.unique(table["batch"])
     risk = np.full((batches.size, gammas.size), np.nan)
     div = np.zeros_like(risk, dtype=bool)
     gi = np.searchsorted(gammas, table["gamma"])
     bi = np.searchsorted(batches, table["batch"])
-    risk[bi, gi] = table["final_risk"]
+    risk[bi, gi] = table[metric]
+    label = metric.replace("_", " ")
     div[bi, gi] = table["diverged"] > 0
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     if batches.size > 1:
         mesh = ax1.pcolormesh(gammas, batches, np.log10(risk), shading="nearest")
-        fig.colorbar(mesh, ax=ax1, label="log10 final risk")
+        fig.colorbar(mesh, ax=ax1, label=f"log10 {label}")
         ax1.set_yscale("log", base=2)
         ax1.set_ylabel("batch size")
         yy, xx = np.nonzero(div)
@@ -82,7 +111,7 @@ def sweep_figure(table: dict) -> bytes:
         ax1.plot(gammas, risk[0], "o-")
         ax1.scatter(gammas[div[0]], np.zeros(div[0].sum()) + np.nanmin(risk), marker="x",
                     color="red", label="diverged")
-        ax1.set_ylabel("final risk")
+        ax1.set_ylabel(label)
         ax1.set_yscale("log")
     ax1.set_xscale("log")
     ax1.set_xlabel("stepsize γ")
@@ -97,10 +126,7 @@ def sweep_figure(table: dict) -> bytes:
     ax2.set_ylabel("best stepsize")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _figure_out(fig, True)
 
 
 def _figure_out(fig, as_png: bool):
@@ -120,11 +146,7 @@ def saturation_figure(saturation, title: str = "", as_png: bool = True):
     (SGD+M and plain SGD, the small-batch line, the full-batch heavy-ball level, ICR and the
     measured knee marked); right, the loss after the fixed number of iterations and of epochs
     (when computed). PNG bytes, or the figure with `as_png=False`."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     s = saturation
     z = np.asarray(s.batch_fraction)
     has_loss = bool(np.any(np.isfinite(np.asarray(s.loss_iterations)))
@@ -176,11 +198,7 @@ def rate_map_figure(maps: dict, title: str = "", as_png: bool = True):
     r"""Heat maps of the exact SGD+M rate over (momentum Δ, stepsize γ), one panel per batch
     fraction, from [`rate_maps`][]: rates $\ge 1$ (no convergence) blank, the convergence
     limit drawn, the optimum starred. PNG bytes, or the figure with `as_png=False`."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     zs = np.asarray(maps["batch_fractions"])
     g, d = np.asarray(maps["gammas"]), np.asarray(maps["momenta"])
     fig, axes = plt.subplots(1, zs.size, figsize=(3.6 * zs.size, 3.6), dpi=110, squeeze=False,
@@ -209,11 +227,7 @@ def tune_figure(ts, gammas: dict, predicted: dict, sgd: dict | None = None, floo
     """Left: the learning rate of each schedule (name → values on `ts`). Right: the predicted
     risk (lines) and, when given, the SGD mean (markers), as excess risk over `floor` when it
     is finite. Returns PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     ts = np.asarray(ts)
     excess = floor is not None and np.isfinite(floor)
     shift = floor if excess else 0.0
@@ -237,7 +251,4 @@ def tune_figure(ts, gammas: dict, predicted: dict, sgd: dict | None = None, floo
     ax2.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _figure_out(fig, True)
