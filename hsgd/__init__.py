@@ -86,6 +86,8 @@ from ._sweep import grid as grid, ode_outcomes as ode_outcomes, sweep as sweep
 from ._tune import (
     AbstractPredictor as AbstractPredictor,
     Candidate as Candidate,
+    FinitePredictor as FinitePredictor,
+    MomentumPredictor as MomentumPredictor,
     StreamingPredictor as StreamingPredictor,
     TuneResult as TuneResult,
     baselines as baselines,

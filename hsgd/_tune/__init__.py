@@ -11,6 +11,7 @@ from .baselines import (
     compare as compare,
     format_comparison as format_comparison,
 )
+from .finite import FinitePredictor as FinitePredictor, MomentumPredictor as MomentumPredictor
 from .predictor import (
     AbstractPredictor as AbstractPredictor,
     StreamingPredictor as StreamingPredictor,

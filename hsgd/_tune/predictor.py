@@ -3,7 +3,8 @@ predicted risk on a fixed time grid ending at the horizon (SPEC §4).
 
 A predictor also knows how to run the real optimiser it predicts (for the SGD check), its theory
 baseline (the critical schedule, SPEC §1) and its noise floor. [`StreamingPredictor`][] wraps
-the one-pass ODE (`hsgd.ode`, any loss). Another dynamics (finite data, momentum) plugs in by
+the one-pass ODE (`hsgd.ode`, any loss); [`FinitePredictor`][] and [`MomentumPredictor`][]
+(`hsgd._tune.finite`) the finite-data ODE and the SGD+M recursion. Another dynamics plugs in by
 subclassing [`AbstractPredictor`][] and adding one branch to [`predictor_for`][].
 """
 
@@ -171,15 +172,33 @@ def _critical_solve(problem, factor, ts, batch, controller, max_steps):
     return jnp.where(ok, risk, jnp.nan), jnp.where(ok, gamma, jnp.nan)
 
 
-def predictor_for(problem, ts, **kwargs) -> AbstractPredictor:
+def predictor_for(problem, ts, *, dynamics: str | None = None, **kwargs) -> AbstractPredictor:
     """The predictor for `problem` on times `ts` (an [`AbstractPredictor`][] is returned as is).
 
-    To add a dynamics: write `class FinitePredictor(AbstractPredictor)` and add here
-    `if isinstance(problem, FiniteProblem): return FinitePredictor(problem, ts, **kwargs)`.
+    - a [`Problem`][]: [`StreamingPredictor`][] (one-pass SGD, any loss; `ts` in $k/d$);
+    - a [`FiniteProblem`][]: [`FinitePredictor`][] (multi-pass SGD, the ODE; `ts` in epochs),
+      or with `dynamics="momentum"` [`MomentumPredictor`][] (SGD+M, the recursion; `ts` in
+      iterations).
+
+    `kwargs` go to the predictor. To add a dynamics: subclass [`AbstractPredictor`][] and add
+    a branch here.
     """
+    from .._finite.problem import FiniteProblem
+    from .finite import FinitePredictor, MomentumPredictor
+
     if isinstance(problem, AbstractPredictor):
         return problem
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if isinstance(problem, FiniteProblem):
+        if dynamics in (None, "ode"):
+            return FinitePredictor(problem, ts, **kwargs)
+        if dynamics == "momentum":
+            return MomentumPredictor(problem, ts, **kwargs)
+        raise ValueError(f"dynamics must be 'ode' or 'momentum' for a FiniteProblem, got "
+                         f"{dynamics!r}")
+    if dynamics not in (None, "ode"):
+        raise ValueError(f"dynamics={dynamics!r} needs a FiniteProblem")
     if isinstance(problem, Problem):
         return StreamingPredictor(problem, ts, **kwargs)
     raise TypeError(f"no predictor for a problem of type {type(problem).__name__}; pass a "
-                    f"hsgd.Problem or an AbstractPredictor")
+                    f"hsgd.Problem, a hsgd.FiniteProblem or an AbstractPredictor")

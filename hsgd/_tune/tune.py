@@ -147,11 +147,12 @@ def _value_and_grad(params, static, hyper0, predictor, objective):
     return eqx.filter_value_and_grad(f)(params)
 
 
-def tune(problem, family="knots", horizon=None, *, objective: str = "final", batch=1.0,
+def tune(problem, family="knots", horizon=None, *, objective: str = "final", batch=None,
          num_times: int = 41, ode_bins: int | None = None, init_gamma=None,
          num_knots: int = 12, hyperparameters: dict | None = None,
          optimizer: optax.GradientTransformation | None = None, learning_rate: float = 0.05,
-         num_steps: int = 100, progress: bool | Callable = False) -> TuneResult:
+         num_steps: int = 100, progress: bool | Callable = False,
+         **predictor_kwargs) -> TuneResult:
     r"""Tune a learning-rate schedule against the predicted risk (SPEC §4).
 
     Minimises $R(T)$ (`objective="final"`) or $\frac1T\int_0^T R\,dt$ (`"average"`) over the
@@ -162,22 +163,28 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
 
     **Arguments:**
 
-    - `problem`: a [`Problem`][] (streaming SGD, any loss), or an `AbstractPredictor`.
+    - `problem`: a [`Problem`][] (streaming SGD, any loss), a [`FiniteProblem`][]
+      (multi-pass SGD through the finite-data ODE; with `dynamics="momentum"` SGD+M through
+      its recursion), or an `AbstractPredictor` (see [`predictor_for`][]).
     - `family`: `"knots"` (piecewise-linear, log-spaced knots), `"linear_knots"`,
       `"softplus"` (free-form), `"cosine"`, `"exponential"`, `"polynomial"` (warm-up + decay,
       [`TunableWarmupDecay`][]), `"constant"`, or any `AbstractTunableSchedule` instance.
-    - `horizon`: the budget $T > 0$ ($t = k/d$ for streaming SGD).
-    - `batch`, `num_times` (grid of the prediction), `ode_bins` (coarsen the spectrum):
-      for the predictor.
+    - `horizon`: the budget $T > 0$ ($t = k/d$ for streaming SGD, epochs $k\beta/n$ for the
+      finite-data ODE, iterations $k$ for momentum).
+    - `batch`, `num_times` (grid of the prediction), `ode_bins` (coarsen the spectrum;
+      streaming only): for the predictor.
     - `init_gamma`: level of the initial schedule; default: the best constant stepsize of an
       ODE sweep (so tuning starts from the best constant's risk).
     - `num_knots`: knots of the knot families.
     - `hyperparameters`: dict name → initial value of scalars tuned jointly (streaming:
-      `{"batch": 4.0}`, within the predictor's bounds).
+      `{"batch": 4.0}`; momentum: `{"momentum": 0.5, "batch_fraction": 0.1}`; within the
+      predictor's bounds).
     - `optimizer`: an optax transformation (default `optax.adam(learning_rate)`), applied to
       the raw (log / logit / softplus⁻¹) parameters.
     - `num_steps`: optimisation steps; `progress`: print one line per step to stderr (or a
       callable `progress(step, objective, result_so_far_schedule)`).
+    - `predictor_kwargs`: passed to [`predictor_for`][], e.g. `dynamics="momentum"`,
+      `target="loss"`, `momentum=0.9`, `rtol=1e-7`.
 
     **Returns:** a [`TuneResult`][].
 
@@ -197,7 +204,7 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     predictor = predictor_for(problem, time_grid(horizon, num_times), batch=batch,
-                              ode_bins=ode_bins)
+                              ode_bins=ode_bins, **predictor_kwargs)
     if not np.isclose(float(predictor.ts[-1]), horizon):
         raise ValueError(f"horizon {horizon} differs from the predictor's last time "
                          f"{float(predictor.ts[-1])}")
