@@ -24,13 +24,15 @@ BASELINES = ("constant", "step_decay", "cosine", "critical")
 
 class Candidate(eqx.Module):
     """A baseline schedule: `name`, `schedule`, the grid `parameters` it was chosen with,
-    `risk` (predicted, on the predictor's times) and its `objective` value."""
+    `risk` (predicted, on the predictor's times), its `objective` value and the `predictor`
+    that made the prediction (so [`compare`][] need not solve again)."""
 
     name: str = eqx.field(static=True)
     schedule: AbstractSchedule
     parameters: dict
     risk: Float[Array, " T"]
     objective: float
+    predictor: AbstractPredictor | None = None
 
 
 def _grid_search(predictor: AbstractPredictor, objective: str, points: dict, make, name: str
@@ -39,20 +41,26 @@ def _grid_search(predictor: AbstractPredictor, objective: str, points: dict, mak
 
     @eqx.filter_jit
     def fn(p):
-        return jax.vmap(lambda q: objective_value(objective, predictor(make(q), {}), ts))(p)
+        def one(q):
+            risk = predictor(make(q), {})
+            return objective_value(objective, risk, ts), risk
+
+        return jax.vmap(one)(p)
 
     # One vmapped call (not `hsgd.sweep`: its shard_map does not trace diffrax's implicit
     # solvers, whose Newton iteration is closure-converted).
     table = {k: np.asarray(v) for k, v in points.items()}
-    values = np.asarray(fn({k: jnp.asarray(v) for k, v in points.items()}))
+    values, curves = fn({k: jnp.asarray(v) for k, v in points.items()})
+    values = np.asarray(values)
     values = np.where(np.isfinite(values), values, np.inf)
     if not np.any(np.isfinite(values)):
         raise ValueError(f"every {name} schedule of the grid diverged; lower the stepsizes")
     i = int(np.argmin(values))
     params = {k: float(table[k][i]) for k in points}
     schedule = make({k: jnp.asarray(v) for k, v in params.items()})
-    return Candidate(name=name, schedule=schedule, parameters=params,
-                     risk=predictor(schedule, {}), objective=float(values[i]))
+    # The curve from the sweep itself (no separate forward solve to compile).
+    return Candidate(name=name, schedule=schedule, parameters=params, risk=curves[i],
+                     objective=float(values[i]), predictor=predictor)
 
 
 def best_constant(predictor: AbstractPredictor, *, objective: str = "final",
@@ -111,7 +119,8 @@ def best_critical(predictor: AbstractPredictor, *, objective: str = "final", fac
     schedule = PiecewiseLinear(fine, g)
     risk = predictor(schedule, {})
     return Candidate(name="critical", schedule=schedule, parameters={"factor": float(factors[i])},
-                     risk=risk, objective=float(objective_value(objective, risk, predictor.ts)))
+                     risk=risk, objective=float(objective_value(objective, risk, predictor.ts)),
+                     predictor=predictor)
 
 
 def baselines(problem, horizon=None, *, objective: str = "final", include=BASELINES,
@@ -177,16 +186,20 @@ def compare(problem, candidates: dict, horizon=None, *, key, num_runs: int = 16,
     ts = predictor.ts
     results = {}
     for name, c in candidates.items():
+        stored = None
         if isinstance(c, TuneResult):
             schedule, hyper = c.schedule, c.hyperparameters
+            stored = c.risk if c.predictor is predictor else None
         elif isinstance(c, Candidate):
             schedule, hyper = c.schedule, {}
+            stored = c.risk if c.predictor is predictor else None
         elif isinstance(c, AbstractSchedule):
             schedule, hyper = c, {}
         else:
             raise TypeError(f"candidate {name!r} must be a TuneResult, Candidate or schedule, "
                             f"got {type(c).__name__}")
-        predicted = np.asarray(predictor(schedule, hyper))
+        # The same predictor already predicted this schedule: reuse its curve.
+        predicted = np.asarray(predictor(schedule, hyper) if stored is None else stored)
         runs = predictor.simulate(schedule, hyper, key, int(num_runs))
         final = runs[:, -1]
         mean = float(np.mean(final))

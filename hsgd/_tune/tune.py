@@ -138,13 +138,16 @@ class TuneResult(eqx.Module):
 @eqx.filter_jit
 def _value_and_grad(params, static, hyper0, predictor, objective):
     # Module level, with everything as arguments: calls with the same structure (problem
-    # size, family, grid) reuse one compilation.
+    # size, family, grid) reuse one compilation. The predicted curve comes back as auxiliary
+    # output, so `tune` never compiles a separate forward solve for it.
     def f(params):
         sched = eqx.combine(params[0], static)
         hyper = eqx.tree_at(lambda h: h.raw, hyper0, params[1]).values()
-        return objective_value(objective, predictor(sched, hyper), predictor.ts)
+        risk = predictor(sched, hyper)
+        return objective_value(objective, risk, predictor.ts), risk
 
-    return eqx.filter_value_and_grad(f)(params)
+    (value, risk), grads = eqx.filter_value_and_grad(f, has_aux=True)(params)
+    return value, grads, risk
 
 
 def tune(problem, family="knots", horizon=None, *, objective: str = "final", batch=None,
@@ -226,29 +229,29 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
 
     def evaluate(params):
         try:
-            value, grads = value_and_grad(params)
+            value, grads, risk = value_and_grad(params)
         except RuntimeError:  # an error raised inside the solve (e.g. max_steps)
-            return None, None
+            return None, None, None
         finite = np.isfinite(float(value)) and all(
             bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
-        return (value, grads) if finite else (None, None)
+        return (value, grads, risk) if finite else (None, None, None)
 
     start = time.perf_counter()
     params = (trainable, hyper0.raw)
-    value, grads = evaluate(params)
+    value, grads, initial_risk = evaluate(params)
     if value is None:
         raise ValueError("the initial schedule's prediction is not finite (it diverges): "
                          "lower init_gamma")
     state = optimizer.init(params)
     history = [float(value)]
-    best = (float(value), params)
+    best = (float(value), params, initial_risk)
     scale = 1.0
     for step in range(int(num_steps)):
         updates, new_state = optimizer.update(grads, state, params)
         for _ in range(30):
             candidate = optax.apply_updates(
                 params, jax.tree_util.tree_map(lambda u: scale * u, updates))
-            new_value, new_grads = evaluate(candidate)
+            new_value, new_grads, new_risk = evaluate(candidate)
             if new_value is not None:
                 break
             scale *= 0.5  # the update blew the dynamics up: retry (and keep) half of it
@@ -257,7 +260,7 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
         params, state, value, grads = candidate, new_state, new_value, new_grads
         history.append(float(value))
         if float(value) < best[0]:
-            best = (float(value), params)
+            best = (float(value), params, new_risk)
         if callable(progress):
             progress(step + 1, float(value), eqx.combine(params[0], static))
         elif progress:
@@ -266,8 +269,7 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
                   file=sys.stderr, flush=True)
     schedule = eqx.combine(best[1][0], static)
     hyper = eqx.tree_at(lambda h: h.raw, hyper0, best[1][1]).values()
-    risk = predictor(schedule, hyper)
-    initial_risk = predictor(schedule0, hyper0.values())
+    risk = best[2]  # the prediction for the best iterate, from its own evaluation
     wall = time.perf_counter() - start
     return TuneResult(schedule=schedule, initial_schedule=schedule0,
                       hyperparameters={k: float(v) for k, v in hyper.items()}, ts=ts,
