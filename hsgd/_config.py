@@ -45,7 +45,7 @@ DEFAULT = {
         "seed": 0,
         "spectrum": {"kind": "power_law", "alpha": 0.5, "normalize": "mean"},
     },
-    "optimizer": {"batch": 1, "schedule": {"kind": "constant", "value": 1.0}},
+    "optimizer": {"name": "sgd", "batch": 1, "schedule": {"kind": "constant", "value": 1.0}},
     "run": {
         "horizon": 10.0,
         "num_times": 21,
