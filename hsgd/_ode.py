@@ -99,21 +99,38 @@ def drift(problem: Problem, V, gamma, batch):
 
 
 def _observe(problem: Problem, V, gamma, batch, statistics):
+    return _finish(problem, _snapshot(problem, V, statistics), gamma, batch)
+
+
+def _snapshot(problem: Problem, V, statistics):
+    """The cheap part of an observation (linear in V): B, the unweighted sum S (for the
+    distance) and the statistics. `_solve` saves only this at the output times, so the
+    quadrature behind the moments runs once per saved time after the solve instead of inside
+    the solver's save loop (which, under `vmap`, runs for every point whenever any point of the
+    batch crosses an output time)."""
     lam, w = problem.spectrum.eigenvalues, problem.spectrum.weights
+    snap = dict(B=problem.spectrum.weighted_sum(V, q=_identity),
+                statistics={k: s(lam, w, V) for k, s in statistics.items()})
+    if problem.loss.m == problem.loss.m_star:
+        snap["S"] = problem.spectrum.weighted_sum(V)
+    return snap
+
+
+def _finish(problem: Problem, snap, gamma, batch):
+    """The observation from a snapshot: risk, distance and critical learning rate."""
+    B = snap["B"]
     loss = problem.loss
-    B = problem.spectrum.weighted_sum(V, q=_identity)
     mom = loss.moments(B)
     m = loss.m
     if loss.m == loss.m_star:
-        P = jnp.concatenate([jnp.eye(m), -jnp.eye(m)], axis=1).astype(V.dtype)
-        S = problem.spectrum.weighted_sum(V)
+        P = jnp.concatenate([jnp.eye(m), -jnp.eye(m)], axis=1).astype(B.dtype)
+        S = snap["S"]
         distance = jnp.trace(P @ S @ P.T)
         gamma_crit = 2 * batch * mom.A / (problem.spectrum.mean() * jnp.trace(mom.I))
     else:
-        distance = gamma_crit = jnp.full((), jnp.nan, V.dtype)
-    stats = {k: s(lam, w, V) for k, s in statistics.items()}
+        distance = gamma_crit = jnp.full((), jnp.nan, B.dtype)
     return dict(risk=mom.h, B=B, distance=distance, gamma=gamma, gamma_crit=gamma_crit,
-                statistics=stats)
+                statistics=snap["statistics"])
 
 
 def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = None,
@@ -200,15 +217,15 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
         return ~(jnp.max(jnp.abs(B)) < bound)
 
     def save(t, V, args):
-        prob, sched, beta = args
-        return _observe(prob, V, sched(t).astype(V.dtype), beta, statistics)
+        return _snapshot(args[0], V, statistics)
 
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field), solver, t0=0.0, t1=ts[-1], dt0=dt0, y0=problem.V0,
         args=(problem, schedule, batch), saveat=diffrax.SaveAt(ts=ts, fn=save),
         stepsize_controller=stepsize_controller, adjoint=adjoint,
         event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
-    out = sol.ys
+    # Moments at the saved times, after the solve (unreached times hold inf: NaN below).
+    out = jax.vmap(lambda snap, g: _finish(problem, snap, g, batch))(sol.ys, gammas)
     risk = out["risk"]
     bad = ~jnp.isfinite(risk) | ~(jnp.max(jnp.abs(out["B"]), axis=(-1, -2)) < bound)
     bad = bad | (jnp.arange(ts.shape[0]) >= jnp.sum(jnp.isfinite(sol.ts)))

@@ -3,9 +3,14 @@ results that are never lost.
 
 A sweep evaluates a pure JAX function `fn(params) -> outcomes` (both dicts of scalars) on many
 parameter points. Points are cut into chunks; each chunk is one call of
-`jit(shard_map(vmap(fn)))` over a 1-D device mesh (axis `"grid"`), so it runs unchanged on one
-CPU, on several local devices, or — after `jax.distributed.initialize()` — across hosts. A
-finished chunk is written atomically to `out/chunks/chunk_NNNNN.csv` and recorded in
+`jit(shard_map(lax.map(vmap(fn))))` over a 1-D device mesh (axis `"grid"`), so it runs
+unchanged on one CPU, on several local devices, or — after `jax.distributed.initialize()` —
+across hosts. Inside a chunk each device solves its points `lanes` at a time (a `vmap` of that
+width inside a `lax.map`): an adaptive ODE solve under `vmap` runs in lockstep until its slowest
+lane is done, so narrow lanes of points with similar cost waste little. For the same reason the
+points are evaluated in a cost order (by default, for [`ode_outcomes`][], by stepsize), and the
+table comes back in the caller's order. A finished chunk is written atomically to
+`out/chunks/chunk_NNNNN.csv` (with each row's index in the caller's order) and recorded in
 `out/manifest.json` (CSV + a JSON manifest: no extra dependency, readable by anything, and a
 chunk file is either complete or absent). `resume=True` skips the chunks the manifest lists, so
 an interrupted sweep loses at most the chunk in flight.
@@ -59,8 +64,9 @@ def ode_outcomes(problem: Problem | FiniteProblem, ts, *, target_risk: float | N
 
     Outcomes: `final_risk` (NaN when diverged), `min_risk` (over the saved times before any
     divergence), `diverged` (1.0/0.0), `divergence_time` (inf if none) and, with
-    `target_risk`, `time_to_target` (first saved time with risk ≤ target, inf if never). For
-    a finite-data problem `risk` is the population risk and `final_loss`, `min_loss` (the
+    `target_risk`, `time_to_target` (first saved time with risk ≤ target, inf if never), and
+    `num_steps` (the solver steps the point took: its cost). For a finite-data problem
+    `risk` is the population risk and `final_loss`, `min_loss` (the
     training loss $\psi$) come too; without a population the risk outcomes are NaN and the
     target applies to the training loss. Divergence is detected inside the jitted solve, per
     point, so diverged points do not poison the rest of the chunk.
@@ -89,16 +95,21 @@ def ode_outcomes(problem: Problem | FiniteProblem, ts, *, target_risk: float | N
             out[f"final_{name}"] = curve[-1]
             out[f"min_{name}"] = best(curve)
         out["diverged"] = sol.diverged.astype(ts.dtype)
+        out["num_steps"] = jnp.asarray(sol.num_steps).astype(ts.dtype)
         out["divergence_time"] = sol.divergence_time
         if target_risk is not None:
             hit = target_curve <= target_risk
             out["time_to_target"] = jnp.where(jnp.any(hit), ts[jnp.argmax(hit)], jnp.inf)
         return out
 
+    # Adaptive steps grow with the stepsize (stiffer), then with the batch: evaluate points in
+    # that order so that a vmapped lane holds points of similar cost (see `sweep`).
+    fn.sweep_order = lambda cols: _lexicographic(cols, ("gamma", "batch"))
     return fn
 
 
-def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path | None = None,
+def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, lanes: int = 16,
+          order: str | Callable | None = "auto", out: str | Path | None = None,
           resume: bool = False, devices=None, progress: bool | Callable = True) -> dict:
     r"""Evaluate `fn` on every point of `points`, in chunks, sharded across `devices`.
 
@@ -107,7 +118,18 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
     - `fn`: `params -> outcomes`, both dicts of scalar JAX values; must be `vmap`-able (e.g.
       [`ode_outcomes`][]).
     - `points`: dict name → 1-D array, all of length N (e.g. from [`grid`][]).
-    - `chunk_size`: points per vectorised call (rounded up to a multiple of the device count).
+    - `chunk_size`: points per compiled call and per saved chunk (rounded up to a multiple of
+      the device count).
+    - `lanes`: points vectorised together on one device (the `vmap` width; the device runs its
+      share of a chunk `lanes` at a time). An adaptive solve under `vmap` takes as many steps
+      as its slowest lane, for every lane, so narrow lanes waste less; wider lanes amortise
+      the solver's per-step overhead further, but on a CPU past a few dozen points the
+      batched quadrature arrays leave the cache (16 suits both; on a GPU use wide lanes).
+      Reduced to a divisor of the per-device chunk.
+    - `order`: the order points are evaluated in (the returned table is always in the order
+      of `points`): `"auto"` uses `fn.sweep_order(points) -> permutation` when `fn` has one
+      ([`ode_outcomes`][] sorts by stepsize, then batch), else a lexicographic sort of the
+      parameter columns; `None` keeps the given order; a callable `points -> permutation`.
     - `out`: folder for `manifest.json`, `chunks/` and the final `results.csv`; without it
       nothing is written.
     - `resume`: continue a sweep in `out` whose manifest matches these points; finished chunks
@@ -116,7 +138,8 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
     - `progress`: `True` prints chunks done and ETA to stderr; a callable is called as
       `progress(chunk_index, chunks_done, chunks_total)` after each chunk is saved.
 
-    **Returns:** dict of columns (numpy), parameters first, then outcomes, one row per point.
+    **Returns:** dict of columns (numpy), parameters first, then outcomes, one row per point,
+    in the order of `points`.
     """
     names = list(points)
     cols = {k: np.asarray(points[k], dtype=float).ravel() for k in names}
@@ -129,7 +152,9 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
     n_dev = len(devices)
     chunk_size = int(np.ceil(max(int(chunk_size), 1) / n_dev) * n_dev)
     n_chunks = int(np.ceil(n / chunk_size))
-    key = _fingerprint(cols, chunk_size)
+    lanes = _divisor_at_most(chunk_size // n_dev, max(int(lanes), 1))
+    perm = _permutation(order, fn, cols, n)
+    key = _fingerprint(cols, chunk_size, perm)
 
     finished: dict[int, dict] = {}
     out = Path(out) if out is not None else None
@@ -141,13 +166,17 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
                 raise FileExistsError(f"{out} already holds a sweep; pass resume=True "
                                       "(--resume) to continue it, or choose another folder")
             if manifest.get("fingerprint") != key:
-                raise ValueError(f"{out} holds a different sweep (other points or chunk size); "
-                                 "use another folder")
+                raise ValueError(f"{out} holds a different sweep (other points, chunk size or "
+                                 "order); use another folder")
             for c in manifest["finished"]:
-                finished[c] = _read_chunk(out / "chunks" / f"chunk_{c:05d}.csv")
+                index, rows = _read_chunk(out / "chunks" / f"chunk_{c:05d}.csv")
+                if not np.array_equal(index, perm[c * chunk_size:(c + 1) * chunk_size]):
+                    raise ValueError(f"{out}: chunk {c} does not hold the points the manifest "
+                                     "says; use another folder")
+                finished[c] = rows
         (out / "chunks").mkdir(parents=True, exist_ok=True)
 
-    run_chunk = _chunk_function(fn, tuple(devices))
+    run_chunk = _chunk_function(fn, tuple(devices), lanes)
 
     start = time.perf_counter()
     done_now = 0
@@ -155,7 +184,10 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
         if c in finished:
             continue
         lo, hi = c * chunk_size, min((c + 1) * chunk_size, n)
-        idx = np.minimum(np.arange(lo, lo + chunk_size), hi - 1)  # pad with the last point
+        # A short last chunk is padded with copies of its first (in cost order, cheapest)
+        # point, so that lanes of padding finish early.
+        idx = perm[np.where(np.arange(lo, lo + chunk_size) < hi, np.arange(lo, lo + chunk_size),
+                            lo)]
         batch = {k: jnp.asarray(v[idx]) for k, v in cols.items()}
         result = jax.device_get(run_chunk(batch))
         rows = {k: np.asarray(v)[: hi - lo] for k, v in result.items()}
@@ -163,7 +195,7 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
         done_now += 1
         if out is not None:
             write_csv(out / "chunks" / f"chunk_{c:05d}.csv", ["index", *sorted(rows)],
-                      [[lo + i, *(repr(float(rows[k][i])) for k in sorted(rows))]
+                      [[int(perm[lo + i]), *(repr(float(rows[k][i])) for k in sorted(rows))]
                        for i in range(hi - lo)])
             write_json(out / "manifest.json",
                        {"fingerprint": key, "num_points": n, "chunk_size": chunk_size,
@@ -174,7 +206,9 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
     outcome_names = sorted(next(iter(finished.values())))
     table = {k: cols[k] for k in names}
     for k in outcome_names:
-        table[k] = np.concatenate([finished[c][k] for c in range(n_chunks)])
+        column = np.empty(n)
+        column[perm] = np.concatenate([finished[c][k] for c in range(n_chunks)])
+        table[k] = column
     if out is not None:
         write_csv(out / "results.csv", [*names, *outcome_names],
                   [[repr(float(table[k][i])) for k in (*names, *outcome_names)]
@@ -182,35 +216,67 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, out: str | Path 
     return table
 
 
+def _lexicographic(cols: dict, first: tuple = ()) -> np.ndarray:
+    """The permutation sorting points by the columns named in `first` (those present), then by
+    the remaining columns in their order; stable."""
+    keys = [k for k in first if k in cols] + [k for k in cols if k not in first]
+    return np.lexsort([cols[k] for k in reversed(keys)])
+
+
+def _permutation(order, fn, cols: dict, n: int) -> np.ndarray:
+    if order is None:
+        return np.arange(n)
+    if order == "auto":
+        order = getattr(fn, "sweep_order", _lexicographic)
+    elif not callable(order):
+        raise ValueError(f"order must be 'auto', None or a callable, got {order!r}")
+    perm = np.asarray(order(cols), dtype=np.int64).ravel()
+    if perm.shape != (n,) or not np.array_equal(np.sort(perm), np.arange(n)):
+        raise ValueError(f"order must return a permutation of range({n})")
+    return perm
+
+
+def _divisor_at_most(n: int, k: int) -> int:
+    """The largest divisor of `n` that is at most `k`."""
+    return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
+
+
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _chunk_function(fn, devices: tuple):
-    """`jit(shard_map(vmap(fn)))` over a 1-D mesh of `devices`, cached per function so that a
-    second sweep with the same `fn` reuses the compiled chunk."""
+def _chunk_function(fn, devices: tuple, lanes: int):
+    """`jit(shard_map(lax.map(vmap(fn), batch_size=lanes)))` over a 1-D mesh of `devices`,
+    cached per function so that a second sweep with the same `fn` reuses the compiled chunk."""
     per_fn = _COMPILED.setdefault(fn, {})
-    if devices not in per_fn:
+    if (devices, lanes) not in per_fn:
         mesh = jax.sharding.Mesh(np.array(devices), ("grid",))
         spec = PartitionSpec("grid")
+
+        def local(params):  # this device's share of the chunk, `lanes` points at a time
+            return jax.lax.map(fn, params, batch_size=lanes)
+
         # check_vma=False: equinox runtime checks (eqx.error_if) inside the solve are not
         # annotated for shard_map's varying-axis analysis; every point is independent anyway.
-        per_fn[devices] = jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec,
-                                                out_specs=spec, check_vma=False))
-    return per_fn[devices]
+        per_fn[devices, lanes] = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=spec,
+                                                       out_specs=spec, check_vma=False))
+    return per_fn[devices, lanes]
 
 
-def _fingerprint(cols: dict, chunk_size: int) -> str:
-    h = hashlib.sha256(str(chunk_size).encode())
+def _fingerprint(cols: dict, chunk_size: int, perm: np.ndarray) -> str:
+    h = hashlib.sha256(f"v2:{chunk_size}".encode())  # v2: chunks hold permuted points
     for k in sorted(cols):
         h.update(k.encode())
         h.update(np.ascontiguousarray(cols[k]).tobytes())
+    h.update(np.ascontiguousarray(perm, dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
-def _read_chunk(path: Path) -> dict:
+def _read_chunk(path: Path) -> tuple[np.ndarray, dict]:
+    """(indices of the rows in the caller's order, outcome columns) of a saved chunk."""
     data = np.genfromtxt(path, delimiter=",", names=True, dtype=float)
     data = np.atleast_1d(data)
-    return {k: np.asarray(data[k], dtype=float) for k in data.dtype.names if k != "index"}
+    rows = {k: np.asarray(data[k], dtype=float) for k in data.dtype.names if k != "index"}
+    return np.asarray(data["index"], dtype=np.int64), rows
 
 
 def _report(progress, c, done, total, done_now, start):

@@ -31,14 +31,20 @@ def test_grid_is_cartesian_product():
 def test_sweep_equals_separate_solves_and_flags_divergence():
     # Streaming least squares on tr K/d = 1 is stable below gamma ~ 2 beta (noise feedback
     # gamma^2/beta vs drift gamma): the grid spans both sides, so some points diverge.
+    # The points come shuffled: the sweep evaluates them sorted by cost (gamma, then batch),
+    # two lanes at a time, and must hand the table back in the caller's order.
     prob = _problem()
     pts = grid(gamma=np.geomspace(0.1, 8.0, 7), batch=[1.0, 4.0])
-    table = sweep(ode_outcomes(prob, TS), pts, chunk_size=4, progress=False)
+    shuffle = np.random.default_rng(1).permutation(pts["gamma"].size)
+    pts = {k: v[shuffle] for k, v in pts.items()}
+    table = sweep(ode_outcomes(prob, TS), pts, chunk_size=4, lanes=2, progress=False)
+    np.testing.assert_array_equal(table["gamma"], pts["gamma"])
     div = table["diverged"] > 0
     assert div.any() and (~div).any()
     for i in range(pts["gamma"].size):
         sol = hsgd.ode(prob, float(pts["gamma"][i]), TS, batch=float(pts["batch"][i]))
         assert bool(sol.diverged) == bool(div[i])
+        assert table["num_steps"][i] == int(sol.num_steps)
         if not div[i]:
             # same computation, batched: agreement to rounding (adaptive steps are per point)
             np.testing.assert_allclose(table["final_risk"][i], sol.risk[-1], rtol=1e-9)
@@ -50,7 +56,8 @@ def test_sweep_equals_separate_solves_and_flags_divergence():
 
 def test_resume_after_kill_recomputes_nothing(tmp_path):
     prob = _problem()
-    pts = grid(gamma=np.linspace(0.2, 1.5, 10))
+    # unsorted points: chunks hold points in cost order, their CSVs the caller's indices
+    pts = {"gamma": np.linspace(0.2, 1.5, 10)[[3, 9, 0, 6, 1, 8, 2, 7, 5, 4]]}
     fn = ode_outcomes(prob, TS)
     full = sweep(fn, pts, chunk_size=3, progress=False)
 
@@ -65,6 +72,9 @@ def test_resume_after_kill_recomputes_nothing(tmp_path):
         sweep(fn, pts, chunk_size=3, out=tmp_path, progress=kill_after_two)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["finished"] == [0, 1]
+    first = np.genfromtxt(tmp_path / "chunks" / "chunk_00000.csv", delimiter=",", names=True)
+    np.testing.assert_array_equal(pts["gamma"][first["index"].astype(int)],
+                                  np.sort(pts["gamma"])[:3])  # the three smallest stepsizes
     with pytest.raises(FileExistsError, match="resume"):
         sweep(fn, pts, chunk_size=3, out=tmp_path, progress=False)
     computed = []
@@ -75,6 +85,16 @@ def test_resume_after_kill_recomputes_nothing(tmp_path):
         np.testing.assert_array_equal(resumed[k], full[k])  # CSV stores repr(): exact floats
     with pytest.raises(ValueError, match="different sweep"):
         sweep(fn, grid(gamma=[0.3, 0.4]), chunk_size=3, out=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="different sweep"):  # same points, another order
+        sweep(fn, pts, chunk_size=3, out=tmp_path, resume=True, order=None)
+
+
+def test_order_must_be_a_permutation():
+    # (order and lanes are exercised against single solves above; this fails before compiling)
+    fn = ode_outcomes(_problem(), TS)
+    with pytest.raises(ValueError, match="permutation"):
+        sweep(fn, grid(gamma=[0.3, 0.4, 0.5]), order=lambda cols: np.zeros(3, int),
+              progress=False)
 
 
 SCRIPT = textwrap.dedent("""
