@@ -123,9 +123,20 @@ def run_tune(job: TuneJob, out: Path) -> int:
     from ._tune import baselines, compare, format_comparison, tune
 
     cfg = job.config
-    print(f"hsgd tune: loss={cfg['problem']['loss']} d={job.problem.d} family={job.family} "
-          f"objective={job.objective} horizon={job.horizon:g} batch={job.batch} "
-          f"{job.num_steps} steps", flush=True)
+    finite = isinstance(job.problem, FiniteProblem)
+    momentum = job.optimizer == "sgd_momentum"
+    what = (f"finite data={cfg['problem']['data']} n={job.problem.n} d={int(job.problem.d)} "
+            f"optimizer={job.optimizer}" if finite
+            else f"loss={cfg['problem']['loss']} d={job.problem.d}")
+    unit = "iterations" if momentum else "epochs" if finite else "t = k/d"
+    print(f"hsgd tune: {what} family={job.family} objective={job.objective} "
+          f"horizon={job.horizon:g} ({unit}) batch={job.batch} {job.num_steps} steps",
+          flush=True)
+    extra = {}
+    if finite:
+        extra = {"target": job.target}
+        if momentum:
+            extra.update(dynamics="momentum", momentum=job.momentum)
     start = time.perf_counter()
 
     def progress(step, value, schedule):
@@ -137,7 +148,7 @@ def run_tune(job: TuneJob, out: Path) -> int:
                    batch=float(job.batch), num_times=job.num_times,
                    ode_bins=job.ode_bins or None, num_knots=job.num_knots,
                    learning_rate=job.learning_rate, num_steps=job.num_steps,
-                   progress=progress)
+                   progress=progress, **extra)
     except ValueError as e:
         print(f"hsgd: {e}", file=sys.stderr)
         return 2
@@ -178,7 +189,7 @@ def run_tune(job: TuneJob, out: Path) -> int:
     write_json(out / "summary.json", summary)
     write_atomic(out / "schedule.png", tune_figure(
         ts, gammas, predicted, sgd_curves, floor=summary["floor"],
-        title=f"{cfg['problem']['loss']}, d = {job.problem.d}, T = {job.horizon:g}"))
+        title=f"{what}, T = {job.horizon:g}"))
     print(f"wrote {out / 'schedule.csv'}, {out / 'summary.json'}, {out / 'schedule.png'}")
     return 0
 

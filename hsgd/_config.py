@@ -364,7 +364,7 @@ def build_sweep(raw: dict, base: Path | None = None) -> SweepJob:
 
 
 _TUNE_KEYS = {"family", "horizon", "objective", "num_steps", "learning_rate", "num_knots",
-              "num_times", "ode_bins", "baselines", "sgd_runs", "seed"}
+              "num_times", "ode_bins", "baselines", "sgd_runs", "seed", "target"}
 TUNE_DEFAULT = {"family": "knots", "horizon": 10.0, "objective": "final", "num_steps": 100,
                 "learning_rate": 0.05, "num_knots": 12, "num_times": 41, "ode_bins": 64,
                 "baselines": ["constant", "step_decay", "cosine", "critical"], "sgd_runs": 16,
@@ -389,6 +389,9 @@ class TuneJob:
     baselines: tuple[str, ...]
     sgd_runs: int
     seed: int
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    target: str | None = None
 
 
 def load_tune(path: str | Path) -> TuneJob:
@@ -408,10 +411,25 @@ def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
     tune_cfg = {**TUNE_DEFAULT, **raw.get("tune", {})}
     _check_keys(tune_cfg, _TUNE_KEYS, "tune")
     opt_cfg = {"batch": 1, **raw.get("optimizer", {})}
-    _check_keys(opt_cfg, {"batch"}, "optimizer")
     cfg = merge({"problem": raw.get("problem", {})})
     cfg = {"problem": cfg["problem"], "optimizer": opt_cfg, "tune": tune_cfg}
     problem = _problem_section(cfg["problem"], base)
+    finite = isinstance(problem, FiniteProblem)
+    _check_keys(opt_cfg, {"batch", "name", "momentum"} if finite else {"batch"}, "optimizer")
+    name = opt_cfg.get("name", "sgd")
+    if name not in FINITE_METHODS:
+        raise ConfigError(f"optimizer.name must be one of {list(FINITE_METHODS)}, got {name!r}")
+    if "momentum" in opt_cfg and name != "sgd_momentum":
+        raise ConfigError("optimizer.momentum applies only to optimizer.name = 'sgd_momentum'")
+    momentum = _float(opt_cfg, "momentum", "optimizer", minimum=0.0, default=0.0)
+    if momentum >= 1:
+        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {momentum}")
+    target = tune_cfg.get("target")
+    if target is not None and (not finite or target not in ("risk", "loss")):
+        raise ConfigError("tune.target applies to finite problems and must be 'risk' or "
+                          f"'loss', got {target!r}")
+    if finite and "ode_bins" in raw.get("tune", {}):
+        raise ConfigError("tune.ode_bins applies only to streaming problems")
     family = tune_cfg["family"]
     if family not in FAMILIES:
         raise ConfigError(f"tune.family must be one of {list(FAMILIES)}, got {family!r}")
@@ -433,8 +451,9 @@ def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
         learning_rate=_float(tune_cfg, "learning_rate", "tune", minimum=0.0, strict=True),
         num_knots=_int(tune_cfg, "num_knots", "tune", minimum=2),
         num_times=_int(tune_cfg, "num_times", "tune", minimum=2),
-        ode_bins=_int(tune_cfg, "ode_bins", "tune", minimum=0), baselines=tuple(names),
-        sgd_runs=sgd_runs, seed=_int(tune_cfg, "seed", "tune", minimum=0))
+        ode_bins=0 if finite else _int(tune_cfg, "ode_bins", "tune", minimum=0),
+        baselines=tuple(names), sgd_runs=sgd_runs, seed=_int(tune_cfg, "seed", "tune", minimum=0),
+        optimizer=name, momentum=momentum, target=target)
 
 
 def _axis(value, where: str) -> np.ndarray:
