@@ -186,7 +186,23 @@ def _recursion(problem, schedule, momentum, zeta, ks, slot, position, num_saved,
     noise = zeta * (1.0 - zeta) * 2.0 * lam / problem.n
     zeros = jnp.zeros_like(lam)
     e0 = problem.init_error
-    saved0 = jnp.zeros((num_saved + 1, 2, lam.shape[0]), dtype)
+    # With a diagonal (or no) population Hessian the risk costs O(J): record it at every
+    # iteration as a scalar. A full J x J Hessian costs O(J^2) per evaluation, so (m, V) are
+    # kept for the recorded iterations only, in a buffer carried through the scan (reverse
+    # mode then carries its cotangent too: slower gradients, so only in that case).
+    per_iteration = problem.risk_hessian is None or problem.risk_hessian.ndim == 1
+    saved0 = (None if per_iteration
+              else jnp.zeros((num_saved + 1, 2, lam.shape[0]), dtype))
+    # psi = L_min - delta sum nu c m + 1/2 sum nu lam (m^2 + V) and, with a diagonal S_v,
+    # R = R_min + sum nu g m + 1/2 sum nu S (m^2 + V): two dot products for both.
+    rows_q, rows_m, consts = [w], [-problem.ridge * problem.counts * problem.x_opt_coords], \
+        [problem.loss_min]
+    if per_iteration and problem.has_population:
+        rows_q.append(0.5 * problem.counts * problem.risk_hessian)
+        rows_m.append(problem.counts * problem.risk_gradient)
+        consts.append(problem.risk_min)
+    P_q, P_m = jnp.stack(rows_q), jnp.stack(rows_m)
+    const = jnp.stack([jnp.asarray(c, dtype) for c in consts])
     psi0 = problem.loss_at(e0)
     bound = blowup * (1.0 + jnp.abs(psi0))
 
@@ -194,20 +210,27 @@ def _recursion(problem, schedule, momentum, zeta, ks, slot, position, num_saved,
         m, m_prev, V, C, Q, saved = carry
         k, s = inputs
         gamma = schedule(k.astype(dtype)).astype(dtype)
-        psi = problem.loss_at(m) + jnp.sum(w * V)
-        saved = saved.at[s].set(jnp.stack([m, V]))
+        values = P_q @ (m * m + V) + P_m @ m + const
+        psi = values[0]
+        if per_iteration:
+            risk = values[1] if problem.has_population else jnp.full((), jnp.nan, dtype)
+        else:
+            saved = saved.at[s].set(jnp.stack([m, V]))
+            risk = jnp.zeros((), dtype)
         c = heavy_ball_coefficient(problem, gamma, momentum, zeta)
         V_next = c**2 * V - 2.0 * c * momentum * C + momentum**2 * Q + gamma**2 * noise * psi
         C_next = c * V - momentum * C
         m_next = c * m - momentum * m_prev
-        return (m_next, m, V_next, C_next, V, saved), (psi, gamma)
+        return (m_next, m, V_next, C_next, V, saved), (psi, gamma, risk)
 
     num_steps = slot.shape[0]
     init = (e0, e0, zeros, zeros, zeros, saved0)
-    (*_, saved), (path, gammas) = jax.lax.scan(
+    (*_, saved), (path, gammas, risks) = jax.lax.scan(
         step, init, (jnp.arange(num_steps), slot))
-    saved = saved[position]
-    risk = jax.vmap(lambda mv: _risk(problem, mv[0], mv[1]))(saved)
+    if per_iteration:
+        risk = risks[ks]
+    else:
+        risk = jax.vmap(lambda mv: _risk(problem, mv[0], mv[1]))(saved[position])
     loss = path[ks]
     bad_path = ~(path < bound)
     # A recorded iteration is bad if the path went bad at or before it.
