@@ -16,7 +16,6 @@ from ._finite import (
     gamma_max,
     limit_loss,
     limit_risk,
-    momentum_converges,
     momentum_limit_loss,
     momentum_limit_risk,
     momentum_recursion,
@@ -249,16 +248,11 @@ def run(job: Job, out: Path) -> int:
 
     summary["timings"] = timings
     if ode_sol is not None and sde_res is not None:
-        mean = np.asarray(sde_res.mean())
-        rel_sde = np.abs(np.asarray(ode_sol.risk) - mean) / np.abs(mean)
-        finite = rel_sde[np.isfinite(rel_sde)]
-        summary["max_rel_error_sde"] = float(finite.max()) if finite.size else None
+        summary["max_rel_error_sde"] = _max_finite(_relative(ode_sol.risk, sde_res.mean()))
     rel = None
     if ode_sol is not None and sgd is not None:
-        mean = np.asarray(sgd.mean())
-        rel = np.abs(np.asarray(ode_sol.risk) - mean) / np.abs(mean)
-        finite = rel[np.isfinite(rel)]
-        summary["max_rel_error"] = float(finite.max()) if finite.size else None
+        rel = _relative(ode_sol.risk, sgd.mean())
+        summary["max_rel_error"] = _max_finite(rel)
     _print_table(ts, ode_sol, sgd, rel, sde_res)
     if "max_rel_error" in summary and summary["max_rel_error"] is not None:
         print(f"max |ODE - SGD mean| / SGD mean over the saved times: "
@@ -287,20 +281,17 @@ def run_finite(job: Job, out: Path) -> int:
           + (f" momentum={job.momentum:g}" if momentum else "")
           + f" epochs in [0, {ts[-1]:g}] methods={','.join(job.methods)}", flush=True)
     summary, timings = {"config": cfg}, {}
+    gamma0 = float(job.schedule(0.0))
     if momentum:  # the schedule counts iterations k; record at k = round(t n / beta)
         ks = np.rint(ts * prob.n / job.batch).astype(np.int64)
         ts = ks * job.batch / prob.n
-        gamma0 = float(job.schedule(0.0))
         limit = float(momentum_stepsize_limit(prob, job.momentum, zeta))
         summary["stepsize_limit"] = limit
-        ok = bool(momentum_converges(prob, gamma0, job.momentum, zeta))
         summary["limit_loss"] = float(momentum_limit_loss(prob, gamma0, job.momentum, zeta))
         summary["limit_risk"] = float(momentum_limit_risk(prob, gamma0, job.momentum, zeta))
     else:
-        gamma0 = float(job.schedule(0.0))
         limit = float(gamma_max(prob))
         summary["gamma_max"] = limit
-        ok = gamma0 < limit
         summary["limit_loss"] = float(limit_loss(prob, gamma0))
         summary["limit_risk"] = float(limit_risk(prob, gamma0))
     gmax_grid = float(np.max(np.asarray(job.schedule.on_grid(
@@ -316,7 +307,7 @@ def run_finite(job: Job, out: Path) -> int:
                   f"{summary['single_row_limit']:.4g} (max row norm^2 {rows.max():.3g} vs "
                   f"mean {rows.mean():.3g}): rows of unequal norms can make SGD diverge where "
                   "the theory converges", flush=True)
-    if not ok or gmax_grid >= limit:
+    if gmax_grid >= limit:  # the largest stepsize on the grid, gamma(0) included
         print(f"  WARNING: the stepsize reaches {gmax_grid:.4g} >= the stability limit "
               f"{limit:.4g}: the theory predicts divergence", flush=True)
 
@@ -358,16 +349,11 @@ def run_finite(job: Job, out: Path) -> int:
         if reference is None or sampled not in curves:
             continue
         for i, name in enumerate(("loss", "risk")):
-            mean = _nanmean(curves[sampled][i])
-            rel = np.abs(curves[reference][i][0] - mean) / np.abs(mean)
-            rel = rel[np.isfinite(rel)]
-            summary[f"max_rel_error_{name}_{reference}_vs_{sampled}"] = (
-                float(rel.max()) if rel.size else None)
+            summary[f"max_rel_error_{name}_{reference}_vs_{sampled}"] = _max_finite(
+                _relative(curves[reference][i][0], _nanmean(curves[sampled][i])))
     if "ode" in curves and "volterra" in curves:
-        a, b = curves["ode"][0][0], curves["volterra"][0][0]
-        rel = np.abs(a - b) / np.abs(b)
-        rel = rel[np.isfinite(rel)]
-        summary["max_rel_diff_ode_vs_volterra"] = float(rel.max()) if rel.size else None
+        summary["max_rel_diff_ode_vs_volterra"] = _max_finite(
+            _relative(curves["ode"][0][0], curves["volterra"][0][0]))
 
     _print_finite_table(ts, curves, prob.n)
     for key, value in summary.items():
@@ -397,6 +383,20 @@ def run_finite(job: Job, out: Path) -> int:
         {k: v[1] for k, v in bands.items()}, title=title))
     print(f"wrote {out / 'curves.csv'}, {out / 'summary.json'}, {out / 'risk.png'}")
     return 0
+
+
+def _relative(value, reference):
+    """|value - reference| / |reference|, elementwise (NaN/inf where either diverged)."""
+    value, reference = np.asarray(value), np.asarray(reference)
+    with np.errstate(all="ignore"):
+        return np.abs(value - reference) / np.abs(reference)
+
+
+def _max_finite(x):
+    """The largest finite entry of `x`, or None when there is none (everything diverged)."""
+    x = np.asarray(x)
+    x = x[np.isfinite(x)]
+    return float(x.max()) if x.size else None
 
 
 def _nanmean(x):

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from ._finite import FiniteProblem, gamma_max, momentum_stepsize_limit
+from ._finite.problem import read_npz
 from ._loss import AbstractLoss, CustomLoss, LeastSquares, Logistic, PhaseRetrieval, Softmax
 from ._noise import BernoulliTeacher, GaussianNoise, NoNoise
 from ._problem import Problem
@@ -170,21 +171,9 @@ def build(raw: dict, base: Path | None = None) -> Job:
 
     schedule = _schedule(opt_cfg["schedule"])
     batch = _int(opt_cfg, "batch", "optimizer", minimum=1)
-    name = opt_cfg.get("name", "sgd")
-    allowed = tuple(FINITE_METHODS) if finite else ("sgd",)
-    if name not in allowed:
-        raise ConfigError(f"optimizer.name must be one of {list(allowed)} for a "
-                          f"{'finite' if finite else 'streaming'} problem, got {name!r}"
-                          + ("" if finite else " (SGD with momentum: problem.kind = 'finite')"))
-    for key in ("momentum",):
-        if key in opt_cfg and name != "sgd_momentum":
-            raise ConfigError(f"optimizer.{key} applies only to optimizer.name = "
-                              f"'sgd_momentum' (finite problems)")
+    name, momentum = _optimizer(opt_cfg, finite)
     if "stepsize_unit" in opt_cfg and not finite:
         raise ConfigError("optimizer.stepsize_unit applies only to finite problems")
-    momentum = _float(opt_cfg, "momentum", "optimizer", minimum=0.0, default=0.0)
-    if momentum >= 1:
-        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {momentum}")
     if finite:
         if batch > problem.n:
             raise ConfigError(f"optimizer.batch must be <= n = {problem.n} (the number of "
@@ -217,6 +206,24 @@ def build(raw: dict, base: Path | None = None) -> Job:
                sde_paths=_int(run_cfg, "sde_paths", "run", minimum=1),
                ode_bins=_int(run_cfg, "ode_bins", "run", minimum=0), optimizer=name,
                momentum=momentum)
+
+
+def _optimizer(opt_cfg: dict, finite: bool) -> tuple[str, float]:
+    """`optimizer.name` and `optimizer.momentum`, checked against the problem kind (shared by
+    `hsgd run` and `hsgd tune`)."""
+    name = opt_cfg.get("name", "sgd")
+    allowed = tuple(FINITE_METHODS) if finite else ("sgd",)
+    if name not in allowed:
+        raise ConfigError(f"optimizer.name must be one of {list(allowed)} for a "
+                          f"{'finite' if finite else 'streaming'} problem, got {name!r}"
+                          + ("" if finite else " (SGD with momentum: problem.kind = 'finite')"))
+    if "momentum" in opt_cfg and name != "sgd_momentum":
+        raise ConfigError("optimizer.momentum applies only to optimizer.name = "
+                          "'sgd_momentum' (finite problems)")
+    momentum = _float(opt_cfg, "momentum", "optimizer", minimum=0.0, default=0.0)
+    if momentum >= 1:
+        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {momentum}")
+    return name, momentum
 
 
 def _problem_section(prob_cfg: dict, base: Path | None) -> Problem | FiniteProblem:
@@ -264,14 +271,8 @@ def _finite_problem(cfg: dict, base: Path | None):
         return _wrap(f"problem.file {str(path)!r}",
                      lambda: FiniteProblem.from_npz(path, ridge=ridge))
     features = _int(cfg, "features", where, minimum=1)
-    try:  # random features of the file's inputs: A (and A_test) are the inputs Z
-        with np.load(path) as f:
-            arrays = {k: np.asarray(f[k]) for k in f.keys()}
-    except OSError as e:
-        raise ConfigError(f"problem.file: {e}") from None
-    if "A" not in arrays or "b" not in arrays:
-        raise ConfigError(f"problem.file {str(path)!r} must contain arrays 'A' and 'b', has "
-                          f"{sorted(arrays)}")
+    # random features of the file's inputs: A (and A_test) are the inputs Z
+    arrays = _wrap(f"problem.file {str(path)!r}", lambda: read_npz(path))
     test = (arrays["A_test"], arrays["b_test"]) if "A_test" in arrays else None
     return _wrap(f"problem.file {str(path)!r}", lambda: FiniteProblem.random_features(
         arrays["A"], arrays["b"], num_features=features, key=seed, activation=activation,
@@ -416,14 +417,7 @@ def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
     problem = _problem_section(cfg["problem"], base)
     finite = isinstance(problem, FiniteProblem)
     _check_keys(opt_cfg, {"batch", "name", "momentum"} if finite else {"batch"}, "optimizer")
-    name = opt_cfg.get("name", "sgd")
-    if name not in FINITE_METHODS:
-        raise ConfigError(f"optimizer.name must be one of {list(FINITE_METHODS)}, got {name!r}")
-    if "momentum" in opt_cfg and name != "sgd_momentum":
-        raise ConfigError("optimizer.momentum applies only to optimizer.name = 'sgd_momentum'")
-    momentum = _float(opt_cfg, "momentum", "optimizer", minimum=0.0, default=0.0)
-    if momentum >= 1:
-        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {momentum}")
+    name, momentum = _optimizer(opt_cfg, finite)
     target = tune_cfg.get("target")
     if target is not None and (not finite or target not in ("risk", "loss")):
         raise ConfigError("tune.target applies to finite problems and must be 'risk' or "
@@ -592,9 +586,10 @@ def _float(cfg, key, where, minimum=None, strict=False, default=None) -> float:
 
 
 def _wrap(where, fn):
+    """`fn()`, with a bad value or an unreadable file reported as a ConfigError at `where`."""
     try:
         return fn()
     except ConfigError:
         raise
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         raise ConfigError(f"{where}: {e}") from None

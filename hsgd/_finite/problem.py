@@ -238,19 +238,7 @@ class FiniteProblem(eqx.Module):
         r"""Load arrays `A`, `b` (and optionally `x0`, `A_test`, `b_test`, `Sigma`, `x_star`)
         from an `.npz` file and call [`FiniteProblem.from_arrays`][]; `kwargs` (e.g. `ridge`)
         are passed on."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"data file {path} does not exist")
-        with np.load(path) as f:
-            missing = [k for k in ("A", "b") if k not in f]
-            if missing:
-                raise ValueError(f"{path} must contain arrays 'A' and 'b'; missing {missing} "
-                                 f"(has {sorted(f.keys())})")
-            arrays = {k: np.asarray(f[k]) for k in f.keys()}
-        unknown = set(arrays) - {"A", "b", "x0", "A_test", "b_test", "Sigma", "x_star"}
-        if unknown:
-            raise ValueError(f"{path}: unknown arrays {sorted(unknown)}; expected A, b and "
-                             f"optionally x0, A_test, b_test, Sigma, x_star")
+        arrays = read_npz(path)
         if "A_test" in arrays or "b_test" in arrays:
             kwargs.setdefault("test", (arrays.get("A_test"), arrays.get("b_test")))
         for k in ("x0", "Sigma", "x_star"):
@@ -480,6 +468,25 @@ def _clip_roundoff(lam):
     if np.any(lam < -1e-10 * scale):
         raise ValueError(f"eigenvalues must be >= 0, got min {lam.min()}")
     return np.maximum(lam, 0.0)
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    """The arrays of a data file for [`FiniteProblem.from_npz`][]: `A`, `b` required, `x0`,
+    `A_test`, `b_test`, `Sigma`, `x_star` optional; anything else is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    with np.load(path) as f:
+        missing = [k for k in ("A", "b") if k not in f]
+        if missing:
+            raise ValueError(f"{path} must contain arrays 'A' and 'b'; missing {missing} "
+                             f"(has {sorted(f.keys())})")
+        arrays = {k: np.asarray(f[k]) for k in f.keys()}
+    unknown = set(arrays) - {"A", "b", "x0", "A_test", "b_test", "Sigma", "x_star"}
+    if unknown:
+        raise ValueError(f"{path}: unknown arrays {sorted(unknown)}; expected A, b and "
+                         f"optionally x0, A_test, b_test, Sigma, x_star")
+    return arrays
 
 
 def _seed(key) -> int:
