@@ -1,6 +1,9 @@
 """Gaussian expectations of the shipped losses: closed forms vs the generic engine, Wick moments,
 Monte-Carlo references for J and I, singular B."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,3 +182,18 @@ def test_kinked_gradient_loss_J_matches_monte_carlo():
     mom = loss.moments(B)
     assert np.all(np.abs(mom.J - J_mc) <= 5 * J_se), (mom.J, J_mc, J_se)
     assert np.all(np.abs(mom.I - I_mc) <= 5 * I_se), (mom.I, I_mc, I_se)
+
+
+def test_logistic_moments_are_float64_when_x64_is_enabled_after_import():
+    # The CLI imports hsgd first and enables x64 afterwards: quadrature nodes built at import
+    # as JAX arrays would be float32 (h then off by ~6e-9). Reference: the generic engine,
+    # which agrees with the reduced formulas to ~2e-12 at this B in float64.
+    script = (
+        "import jax, jax.numpy as jnp, hsgd\n"
+        "jax.config.update('jax_enable_x64', True)\n"
+        "B = jnp.array([[1.0, 0.3], [0.3, 2.0]])\n"
+        "a, b = hsgd.Logistic().moments(B), hsgd.Logistic().generic_moments(B)\n"
+        "print(max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(a, b)))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert float(out.stdout) < 1e-9

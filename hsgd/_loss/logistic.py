@@ -2,7 +2,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._expectations import GaussianRule, psd_factor
+from .._expectations import _gauss_hermite_nodes, psd_factor
 from .._noise import BernoulliTeacher
 from .base import AbstractLoss, Moments
 
@@ -36,26 +36,17 @@ class Logistic(AbstractLoss):
         return jax.nn.softplus(x[0]) - eps * x[0]
 
     def moments(self, B):
-        z1, w1 = (a.astype(B.dtype) for a in _RULE_1D)
+        # Nodes stay NumPy (float64) until here, so they take B's dtype whenever x64 is enabled.
+        z1, w1 = (jnp.asarray(a, B.dtype) for a in _gauss_hermite_nodes(1, 120))
+        z2, w2 = (jnp.asarray(a, B.dtype) for a in _gauss_hermite_nodes(2, 56))
         L = psd_factor(B)  # the generic path's jitter: sd > 0, so gradients stay finite at B11 = 0
-        sd = jnp.sqrt(jnp.diag(L @ L.T))
-        x = sd[:, None] * z1[None, :]                       # (2, Q): nodes of x and of x*
-        sig = jax.nn.sigmoid(x)
+        sd = jnp.sqrt(jnp.sum(L**2, axis=1))               # sqrt(diag(L L^T))
+        sig = jax.nn.sigmoid(sd[:, None] * z1[:, 0][None, :])  # (2, Q): at nodes of x and x*
         s, s_star = (sig * (1.0 - sig)) @ w1                # E sigma'(x), E sigma'(x*)
-        softplus = jax.nn.softplus(x[0]) @ w1
-
-        def variance(r):  # E_y (sigma(x) - y)^2 at one node
-            a, b = jax.nn.sigmoid(r[0]), jax.nn.sigmoid(r[1])
-            return (a - b) ** 2 + b * (1.0 - b)
-
-        rule = GaussianRule(*(a.astype(B.dtype) for a in _RULE_2D))
+        softplus = jax.nn.softplus(sd[0] * z1[:, 0]) @ w1
+        a, b = jax.nn.sigmoid(z2 @ L.T).T                   # sigma(x), sigma(x*) on the 2-D rule
         h = softplus - B[0, 1] * s_star
         J = jnp.stack([s, -s_star])[None, :]
-        I = rule.expect(variance, B)[None, None]  # noqa: E741
+        I = (w2 @ ((a - b) ** 2 + b * (1.0 - b)))[None, None]  # noqa: E741  E_y (sigma(x)-y)^2
         A = (B[0, 0] - B[0, 1]) * s + (B[1, 1] - B[0, 1]) * s_star
         return Moments(h, J, I, A)
-
-
-_RULE_1D = tuple(jnp.asarray(a) for a in
-                 (lambda r: (r.nodes[:, 0], r.weights))(GaussianRule.gauss_hermite(1, 120)))
-_RULE_2D = (lambda r: (r.nodes, r.weights))(GaussianRule.gauss_hermite(2, 56))
