@@ -335,6 +335,14 @@ def test_float32_smoke(gaussian):
     assert a.loss.dtype == jnp.float32
     np.testing.assert_allclose(a.loss, b.loss, rtol=1e-4)
     np.testing.assert_allclose(a.risk, b.risk, rtol=1e-4)
+    # The hand-written adjoint in float32 (GPU users): same accumulation, same 1e-4.
+    def final(prob, gamma, delta):
+        return hsgd.momentum_recursion(prob, gamma, ks, batch=60, momentum=delta).risk[-1]
+
+    g32 = jax.grad(final, argnums=(1, 2))(f32, jnp.float32(0.05), jnp.float32(0.6))
+    g64 = jax.grad(final, argnums=(1, 2))(gaussian, 0.05, 0.6)
+    assert g32[0].dtype == jnp.float32
+    np.testing.assert_allclose(g32, g64, rtol=1e-4)
 
 
 def test_bad_input(gaussian):
