@@ -60,7 +60,12 @@ from ._noise import (
     GaussianNoise as GaussianNoise,
     NoNoise as NoNoise,
 )
-from ._ode import Solution as Solution, Statistic as Statistic, ode as ode
+from ._ode import (
+    Solution as Solution,
+    Statistic as Statistic,
+    least_squares_as_finite as least_squares_as_finite,
+    ode as ode,
+)
 from ._plot import rate_map_figure as rate_map_figure, saturation_figure as saturation_figure
 from ._problem import Problem as Problem
 from ._schedule import (

@@ -24,6 +24,7 @@ from . import _finite as finite
 from ._blowup import after_first, nan_where
 from ._custom_types import Times
 from ._finite import FiniteProblem
+from ._loss.least_squares import LeastSquares
 from ._problem import Problem
 from ._schedule import as_schedule
 
@@ -131,6 +132,37 @@ def _finish(problem: Problem, snap, gamma, batch):
         distance = gamma_crit = jnp.full((), jnp.nan, B.dtype)
     return dict(risk=mom.h, B=B, distance=distance, gamma=gamma, gamma_crit=gamma_crit,
                 statistics=snap["statistics"])
+
+
+def least_squares_as_finite(problem: Problem, batch) -> FiniteProblem:
+    r"""One-pass SGD on least squares as the finite-data variance ODE (SPEC §1 → §2).
+
+    For `LeastSquares` ($J(B) = (1, -1)$, $I(B) = 2h$) the ODE above closes on the per-mode
+    error second moments $u_j = (V_j)_{11} - 2(V_j)_{12} + (V_j)_{22}$:
+
+    $$u_j' = -2\gamma_t\lambda_ju_j + rac{\gamma_t^2\lambda_j}{eta}\Big(\sigma^2
+    + \sum_k\omega_k\lambda_ku_k\Big),\qquad h = 	frac12\Big(\sigma^2 + \sum_k\omega_k\lambda_k
+    u_k\Big),$$
+
+    which is the finite-data ODE of `hsgd._finite.ode` (with $E e^2 = m^2 + \operatorname{Var}
+    e$) for $n = 1$, counts $
+u_j = \omega_j/eta$, no ridge, $L_{\min} = \sigma^2/(2eta)$
+    and $e_j(0)^2 = u_j(0)$: its training loss is $\psi = h/eta$. Diagonal plus rank one, so
+    [`LinearKvaerno5`][] solves its stages exactly — much cheaper than a Newton iteration on
+    the $J\times p\times p$ system, forward and in reverse mode. `batch` may be traced.
+    """
+    if not isinstance(problem.loss, LeastSquares):
+        raise TypeError(f"least_squares_as_finite needs a LeastSquares loss, got "
+                        f"{type(problem.loss).__name__}")
+    V0 = problem.V0
+    dtype = V0.dtype
+    batch = jnp.asarray(batch, dtype)
+    u0 = jnp.maximum(V0[:, 0, 0] - 2.0 * V0[:, 0, 1] + V0[:, 1, 1], 0.0)
+    lam = problem.spectrum.eigenvalues.astype(dtype)
+    sigma = problem.loss.noise.std.astype(dtype)
+    return FiniteProblem(eigenvalues=lam, counts=problem.spectrum.weights.astype(dtype) / batch,
+                         init_error=jnp.sqrt(u0), x_opt_coords=jnp.zeros_like(lam),
+                         loss_min=0.5 * sigma**2 / batch, ridge=jnp.zeros((), dtype), n=1)
 
 
 def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = None,

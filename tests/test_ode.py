@@ -35,6 +35,43 @@ def test_least_squares_matches_matrix_exponential():
     assert not sol.diverged
 
 
+def test_least_squares_as_finite_is_the_same_ode():
+    # The reduction used by StreamingPredictor: the finite-data variance ODE with n = 1,
+    # counts w / beta, L_min = s^2 / (2 beta) has training loss h / beta. References: the
+    # closed form above at a constant stepsize (solver rtol 1e-10: 1e-8 relative budget), and
+    # hsgd.ode itself for a decaying schedule and a power-law problem with a random instance
+    # (both solvers at rtol 1e-11: agreement to 1e-8).
+    prob = _ls_problem()
+    gamma, beta, s = 0.8, 2.0, 0.5
+    lam = np.asarray(prob.spectrum.eigenvalues)
+    w = np.asarray(prob.spectrum.weights)
+    M = -2 * gamma * np.diag(lam) + (gamma**2 / beta) * np.outer(lam, w * lam)
+    c = gamma**2 * s**2 * lam / beta
+    ts = np.linspace(0.0, 8.0, 17)
+    xi = np.linalg.solve(M, c)
+    ref = [0.5 * (np.sum(w * lam * (np.asarray(jax.scipy.linalg.expm(M * t)) @ (1.0 + xi)
+                                    - xi)) + s**2) for t in ts]
+    reduced = hsgd.least_squares_as_finite(prob, beta)
+    got = beta * hsgd.ode(reduced, gamma, ts).loss
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
+
+    import diffrax
+
+    prob = hsgd.Problem.random(hsgd.LeastSquares(0.3), hsgd.Spectrum.power_law(30, 0.7),
+                               jax.random.PRNGKey(3), target_norm=1.5)
+    ts = np.linspace(0.0, 6.0, 13)
+    def sched(t):
+        return 1.2 / (1.0 + 0.5 * t)
+
+    full = hsgd.ode(prob, sched, ts, batch=3.0,
+                    stepsize_controller=diffrax.PIDController(rtol=1e-11, atol=1e-13)).risk
+    fin = hsgd._finite.ode(hsgd.least_squares_as_finite(prob, 3.0), sched, ts, rtol=1e-11)
+    np.testing.assert_allclose(3.0 * fin.loss, full, rtol=1e-8)
+    with pytest.raises(TypeError, match="LeastSquares"):
+        hsgd.least_squares_as_finite(
+            hsgd.Problem.isotropic(hsgd.Logistic(), prob.spectrum, target_norm=1.0), 1.0)
+
+
 def test_grad_wrt_schedule_parameters_matches_finite_differences():
     prob = hsgd.Problem.isotropic(hsgd.Logistic(), hsgd.Spectrum.uniform(8, 0.1, 1.9),
                                   target_norm=2.0)

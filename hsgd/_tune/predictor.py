@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._ode import _observe, drift, ode
+from .._finite import ode as finite_ode
+from .._loss.least_squares import LeastSquares
+from .._ode import _observe, drift, least_squares_as_finite, ode
 from .._problem import Problem
 from .._sgd import simulate
 
@@ -97,6 +99,11 @@ class StreamingPredictor(AbstractPredictor):
       [`checkpoint_count`][]: as many as a budget of $2^{21}$ state-sized copies allows (up to
       `max_steps`), so reverse mode re-runs each step once; diffrax's default,
       $\approx\sqrt{2\,\text{max\_steps}}$ checkpoints placed online, re-runs some twice.
+      (On the reduced least-squares path the default is diffrax's: its steps are cheap.)
+    - `reduced`: for a `LeastSquares` loss, integrate the equivalent per-mode variance ODE
+      ([`least_squares_as_finite`][]: same risk, to the solver's tolerance) with
+      [`LinearKvaerno5`][], whose stages are solved exactly (default True; False: Kvaerno5 on
+      the full ODE, as for every other loss).
     """
 
     problem: Problem
@@ -107,24 +114,31 @@ class StreamingPredictor(AbstractPredictor):
     rtol: float = eqx.field(static=True)
     atol: float = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
-    checkpoints: int = eqx.field(static=True)
+    checkpoints: int | None = eqx.field(static=True)
+    reduced: bool = eqx.field(static=True)
+    times: tuple = eqx.field(static=True)
 
     def __init__(self, problem: Problem, ts, *, batch=1.0, ode_bins: int | None = None,
                  max_batch=256.0, rtol=1e-6, atol=1e-9, max_steps=16384,
-                 checkpoints: int | None = None):
+                 checkpoints: int | None = None, reduced: bool = True):
         if not isinstance(problem, Problem):
             raise TypeError(f"StreamingPredictor needs a hsgd.Problem, got "
                             f"{type(problem).__name__}")
         self.problem = problem
         self.ode_problem = problem.coarsen(int(ode_bins)) if ode_bins else problem
         self.ts = jnp.asarray(ts, dtype=problem.V0.dtype)
+        self.times = tuple(map(float, np.asarray(ts, dtype=float)))
+        self.reduced = bool(reduced) and isinstance(problem.loss, LeastSquares)
         self.batch = float(batch)
         if not self.batch >= 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.max_batch = float(max_batch)
         self.rtol, self.atol, self.max_steps = float(rtol), float(atol), int(max_steps)
-        self.checkpoints = (checkpoint_count(self.max_steps, self.ode_problem.V0.size)
-                            if checkpoints is None else int(checkpoints))
+        if checkpoints is not None:
+            self.checkpoints = int(checkpoints)
+        else:
+            self.checkpoints = (None if self.reduced else
+                                checkpoint_count(self.max_steps, self.ode_problem.V0.size))
 
     def _controller(self):
         return diffrax.PIDController(rtol=self.rtol, atol=self.atol,
@@ -132,9 +146,15 @@ class StreamingPredictor(AbstractPredictor):
 
     def __call__(self, schedule, hyperparameters: dict) -> Float[Array, " T"]:
         batch = hyperparameters.get("batch", self.batch)
+        adjoint = diffrax.RecursiveCheckpointAdjoint(self.checkpoints)
+        if self.reduced:
+            reduced = least_squares_as_finite(self.ode_problem, batch)
+            return batch * finite_ode(reduced, schedule, np.asarray(self.times),
+                                      rtol=self.rtol, adjoint=adjoint,
+                                      max_steps=self.max_steps).loss
         return ode(self.ode_problem, schedule, self.ts, batch=batch, solver=diffrax.Kvaerno5(),
                    stepsize_controller=self._controller(), max_steps=self.max_steps,
-                   adjoint=diffrax.RecursiveCheckpointAdjoint(self.checkpoints)).risk
+                   adjoint=adjoint).risk
 
     def bounds(self) -> dict[str, tuple[float, float]]:
         return {"batch": (1.0, self.max_batch)}
