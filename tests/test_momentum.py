@@ -270,7 +270,7 @@ def test_hand_written_adjoint_matches_autodiff_of_the_plain_scan(segment, with_b
         return out if buf is None else out + jnp.sum(jnp.sin(buf))
 
     def plain(coef, momentum, e0, gs, ss, slots, saved):
-        values, _, saved = _run(coef, momentum, _initial(e0), gs, ss, slots, saved, False)
+        values, _, saved = _run(coef, momentum, _initial(e0), gs, ss, slots, saved)
         return values, saved
 
     def custom(*args):

@@ -19,10 +19,11 @@ transpose op by op: on CPU, ~60 µs per iteration against ~5 µs forward for a t
 elementwise lines, and so is its adjoint (below): [`momentum_scan`][] is a `jax.custom_vjp`
 whose backward pass is a reverse `lax.scan` of those lines (~4-5 forward solves in all,
 measured by `benchmarks/tune.py`). Memory: the forward pass keeps the state at the start of
-each segment of `segment` iterations; the backward pass re-runs one segment at a time,
-keeping its states (in cache), then runs the adjoint back through it. Cotangents of inputs
-that are not differentiated (`symbolic_zeros`: e.g. the problem's vectors while tuning a
-schedule) are not accumulated.
+each segment of `segment` iterations and the outputs $v_k$; the backward pass replays one
+segment at a time from them (given $\psi_k$ the replay has no sums over modes: one fused loop
+per iteration), keeping its states (in cache), then runs the adjoint back through it.
+Cotangents of inputs that are not differentiated (`symbolic_zeros`: e.g. the problem's vectors
+while tuning a schedule) are not accumulated.
 
 **The adjoint.** With $(\bar m', \bar p', \bar V', \bar C', \bar Q')$ the cotangent of
 the state after step $k$ and $\bar v_k$ that of the outputs,
@@ -55,17 +56,23 @@ from jax.custom_derivatives import SymbolicZero
 _VECTORS = ("mu", "eta", "P_q", "P_m", "const")
 
 
+def _advance(coef, momentum, state, g, s, psi):
+    """The state after one iteration, given the loss psi_k (elementwise in the modes)."""
+    mu, eta = coef[0], coef[1]
+    m, p, V, C, Q = state
+    c = 1.0 + momentum - g * mu
+    V_next = c * c * V - 2.0 * momentum * c * C + momentum**2 * Q + s * eta * psi
+    return (c * m - momentum * p, m, V_next, c * V - momentum * C, V)
+
+
 def _step(coef, momentum, state, g, s, slot, saved):
     """One iteration: outputs v_k, the next state, and the buffer with (m_k, V_k) written."""
-    mu, eta, P_q, P_m, const = coef
-    m, p, V, C, Q = state
+    _, _, P_q, P_m, const = coef
+    m, _, V, _, _ = state
     values = jnp.sum(P_q * (m * m + V) + P_m * m, axis=1) + const
-    c = 1.0 + momentum - g * mu
-    V_next = c * c * V - 2.0 * momentum * c * C + momentum**2 * Q + s * eta * values[0]
-    nxt = (c * m - momentum * p, m, V_next, c * V - momentum * C, V)
     if saved is not None:
         saved = saved.at[slot].set(jnp.stack([m, V]), mode="drop")
-    return values, nxt, saved
+    return values, _advance(coef, momentum, state, g, s, values[0]), saved
 
 
 def _initial(e0):
@@ -73,26 +80,31 @@ def _initial(e0):
     return (e0, e0, zeros, zeros, zeros)
 
 
-def _run(coef, momentum, state, gs, ss, slots, saved, keep_states):
-    """Scan `_step` over (gs, ss, slots): (outputs, final state, buffer), with
-    `keep_states` also the state before every iteration, as (m, p, V, C, Q) each `(S, J)` (only
-    m, V and C are written per iteration: p and Q are the previous m and V). Measured on CPU:
-    writing whole trajectories (K x 3J) costs more than re-running short segments whose
-    states stay in cache, hence the segments of the backward pass."""
+def _run(coef, momentum, state, gs, ss, slots, saved):
+    """Scan `_step` over (gs, ss, slots): (outputs, final state, buffer)."""
     def body(carry, inputs):
         state, saved = carry
         values, nxt, saved = _step(coef, momentum, state, *inputs, saved)
-        m, _, V, C, _ = state
-        return (nxt, saved), (values, jnp.stack([m, V, C])) if keep_states else values
+        return (nxt, saved), values
 
-    (final, saved), out = jax.lax.scan(body, (state, saved), (gs, ss, slots))
-    if not keep_states:
-        return out, final, saved
-    values, rows = out
+    (final, saved), values = jax.lax.scan(body, (state, saved), (gs, ss, slots))
+    return values, final, saved
+
+
+def _replay(coef, momentum, state, gs, ss, psis):
+    """Re-run iterations whose losses psi_k are known (no sums over modes: one fused loop per
+    iteration), keeping the state before each as (m, p, V, C, Q), each `(S, J)`. Only m, V and
+    C are written per iteration (p and Q are the previous m and V). Measured on CPU: writing
+    whole trajectories (K x 3J) costs more than re-running short segments whose states stay
+    in cache, hence the segments of the backward pass."""
+    def body(state, inputs):
+        m, _, V, C, _ = state
+        return _advance(coef, momentum, state, *inputs), jnp.stack([m, V, C])
+
+    _, rows = jax.lax.scan(body, state, (gs, ss, psis))
     m, V, C = rows[:, 0], rows[:, 1], rows[:, 2]
-    states = (m, jnp.concatenate([state[1][None], m[:-1]]), V, C,
-              jnp.concatenate([state[4][None], V[:-1]]))
-    return (values, states), final, saved
+    return (m, jnp.concatenate([state[1][None], m[:-1]]), V, C,
+            jnp.concatenate([state[4][None], V[:-1]]))
 
 
 def _segmented(coef, momentum, e0, gs, ss, slots, saved, segment):
@@ -110,17 +122,17 @@ def _segmented(coef, momentum, e0, gs, ss, slots, saved, segment):
                    for x, fill in ((gs, 0.0), (ss, 0.0), (slots, past)))
     def body(carry, inputs):
         state, saved = carry
-        values, nxt, saved = _run(coef, momentum, state, *inputs, saved, False)
+        values, nxt, saved = _run(coef, momentum, state, *inputs, saved)
         return (nxt, saved), (values, state)
 
     (_, saved), (values, starts) = jax.lax.scan(body, (_initial(e0), saved), inputs)
-    return values.reshape((count * size,) + values.shape[2:])[:K], saved, starts, inputs
+    return values.reshape((count * size,) + values.shape[2:]), saved, starts, inputs
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
 def _core(coef, momentum, e0, gs, ss, slots, saved, segment):
     # Not differentiated: one plain scan.
-    values, _, saved = _run(coef, momentum, _initial(e0), gs, ss, slots, saved, False)
+    values, _, saved = _run(coef, momentum, _initial(e0), gs, ss, slots, saved)
     return values, saved
 
 
@@ -134,7 +146,9 @@ def _core_fwd(coef, momentum, e0, gs, ss, slots, saved, segment):
     saved = None if saved is None else saved.value
     values, saved, starts, inputs = _segmented(coef, momentum, e0, gs, ss, slots, saved,
                                                segment)
-    return (values, saved), (coef, momentum, starts, inputs, flags)
+    # The outputs (K x R, small) are kept: the backward pass replays segments from them.
+    shaped = values.reshape(inputs[0].shape + values.shape[1:])
+    return (values[:gs.shape[0]], saved), (coef, momentum, starts, inputs + (shaped,), flags)
 
 
 def _adjoint_step(coef, momentum, state, values, g, s, cot_state, cot_values, cot_row, acc):
@@ -167,7 +181,7 @@ def _adjoint_step(coef, momentum, state, values, g, s, cot_state, cot_values, co
 
 
 def _core_bwd(segment, res, cots):
-    coef, momentum, starts, (gs, ss, slots), flags = res
+    coef, momentum, starts, (gs, ss, slots, outputs), flags = res
     cot_values, cot_saved = cots
     count, size = gs.shape
     if isinstance(cot_values, SymbolicZero):
@@ -184,9 +198,9 @@ def _core_bwd(segment, res, cots):
              cot_saved if has_saved else None)
 
     def segment_body(carry, inputs):
-        start, g, s, sl, cv = inputs
+        start, g, s, sl, values, cv = inputs
         # Re-run the segment from its start, keeping its states, then the adjoint through it.
-        (values, states), _, _ = _run(coef, momentum, start, g, s, sl, None, True)
+        states = _replay(coef, momentum, start, g, s, values[:, 0])
 
         def body(carry, inputs):
             cot_state, acc, cot_saved = carry
@@ -202,8 +216,8 @@ def _core_bwd(segment, res, cots):
 
         return jax.lax.scan(body, carry, (states, values, g, s, sl, cv), reverse=True)
 
-    carry, (dg, ds) = jax.lax.scan(segment_body, carry, (starts, gs, ss, slots, cot_values),
-                                   reverse=True)
+    carry, (dg, ds) = jax.lax.scan(segment_body, carry,
+                                   (starts, gs, ss, slots, outputs, cot_values), reverse=True)
     cot_state, (dmom, vecs), cot_saved = carry
     # The buffer's initial rows survive only where never written: their cotangent is what
     # is left of cot_saved.
