@@ -91,6 +91,22 @@ def test_grad_through_solve_matches_central_differences(problem, reduced):
     assert np.all(np.abs(fd) > 1e-5)  # every parameter matters: the check is not vacuous
 
 
+def test_reduced_predictor_float32(problem):
+    # GPU users run float32: the reduced least-squares predictor on the same problem cast to
+    # float32 against float64. Both solve at rtol 1e-6; float32 round-off over ~100 steps is
+    # ~1e-5 relative at most -> 1e-4.
+    def f32(tree):
+        return jax.tree_util.tree_map(
+            lambda x: x.astype(jnp.float32) if isinstance(x, jax.Array)
+            and x.dtype == jnp.float64 else x, tree)
+
+    sched = FAMILIES["knots"]()
+    ref = StreamingPredictor(problem, TS, ode_bins=8)(sched, {"batch": 2.0})
+    got = StreamingPredictor(f32(problem), TS, ode_bins=8)(f32(sched), {"batch": 2.0})
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+
+
 def test_tune_reduces_the_predicted_risk(problem):
     res = hsgd.tune(problem, "softplus", T, num_times=TS.size, ode_bins=8, num_knots=4,
                     init_gamma=0.3, num_steps=8, learning_rate=0.1)
