@@ -140,14 +140,13 @@ def least_squares_as_finite(problem: Problem, batch) -> FiniteProblem:
     For `LeastSquares` ($J(B) = (1, -1)$, $I(B) = 2h$) the ODE above closes on the per-mode
     error second moments $u_j = (V_j)_{11} - 2(V_j)_{12} + (V_j)_{22}$:
 
-    $$u_j' = -2\gamma_t\lambda_ju_j + rac{\gamma_t^2\lambda_j}{eta}\Big(\sigma^2
-    + \sum_k\omega_k\lambda_ku_k\Big),\qquad h = 	frac12\Big(\sigma^2 + \sum_k\omega_k\lambda_k
+    $$u_j' = -2\gamma_t\lambda_ju_j + \frac{\gamma_t^2\lambda_j}{\beta}\Big(\sigma^2
+    + \sum_k\omega_k\lambda_ku_k\Big),\qquad h = \tfrac12\Big(\sigma^2 + \sum_k\omega_k\lambda_k
     u_k\Big),$$
 
     which is the finite-data ODE of `hsgd._finite.ode` (with $E e^2 = m^2 + \operatorname{Var}
-    e$) for $n = 1$, counts $
-u_j = \omega_j/eta$, no ridge, $L_{\min} = \sigma^2/(2eta)$
-    and $e_j(0)^2 = u_j(0)$: its training loss is $\psi = h/eta$. Diagonal plus rank one, so
+    e$) for $n = 1$, counts $\nu_j = \omega_j/\beta$, no ridge, $L_{\min} = \sigma^2/(2\beta)$
+    and $e_j(0)^2 = u_j(0)$: its training loss is $\psi = h/\beta$. Diagonal plus rank one, so
     [`LinearKvaerno5`][] solves its stages exactly — much cheaper than a Newton iteration on
     the $J\times p\times p$ system, forward and in reverse mode. `batch` may be traced.
     """
