@@ -1,6 +1,7 @@
 """The per-mode ODE (SPEC §1): closed-form least squares, grad vs finite differences, vmap,
 divergence reporting, float32."""
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,52 +15,48 @@ def _ls_problem(noise=0.5, n=12):
     return hsgd.Problem.isotropic(hsgd.LeastSquares(noise), spec, target_norm=1.0)
 
 
-def test_least_squares_matches_matrix_exponential():
+def _least_squares_closed_form(prob, gamma, beta, s, ts):
     # For least squares the per-mode errors e_j = V_11 - 2 V_12 + V_22 solve a *linear* system
     #   de/dt = M e + c,  M = -2 g diag(lam) + (g^2/beta) lam (w lam)^T,  c = g^2 s^2 lam / beta,
     # (SPEC §1 with J = [1, -1], I = 2h), whose exact solution is e(t) = expm(Mt)(e0 + M^-1 c)
-    # - M^-1 c. The solver runs at rtol 1e-7, so 1e-6 relative is the integration error budget.
-    prob = _ls_problem()
-    gamma, beta, s = 0.8, 2.0, 0.5
+    # - M^-1 c; the risk is h = (sum w lam e + s^2) / 2. Here e0 = 1 (X0 = 0, |X*|^2 = 1:
+    # V_22 = 1, V_11 = V_12 = 0).
     lam = np.asarray(prob.spectrum.eigenvalues)
     w = np.asarray(prob.spectrum.weights)
     M = -2 * gamma * np.diag(lam) + (gamma**2 / beta) * np.outer(lam, w * lam)
     c = gamma**2 * s**2 * lam / beta
-    e0 = np.ones_like(lam)  # X0 = 0, |X*|^2 = 1: V_22 = 1, V_11 = V_12 = 0
-    ts = np.linspace(0.0, 8.0, 17)
     xi = np.linalg.solve(M, c)
-    ref = [0.5 * (np.sum(w * lam * (np.asarray(jax.scipy.linalg.expm(M * t)) @ (e0 + xi) - xi))
-                  + s**2) for t in ts]
-    sol = hsgd.ode(prob, gamma, ts, batch=beta)
-    np.testing.assert_allclose(sol.risk, ref, rtol=1e-6)
+    return [0.5 * (np.sum(w * lam * (np.asarray(jax.scipy.linalg.expm(M * t)) @ (1.0 + xi)
+                                     - xi)) + s**2) for t in ts]
+
+
+def test_least_squares_matches_matrix_exponential():
+    # Reference: the closed form above. The solver runs at rtol 1e-7, so 1e-6 relative is the
+    # integration error budget.
+    prob = _ls_problem()
+    ts = np.linspace(0.0, 8.0, 17)
+    sol = hsgd.ode(prob, 0.8, ts, batch=2.0)
+    np.testing.assert_allclose(sol.risk, _least_squares_closed_form(prob, 0.8, 2.0, 0.5, ts),
+                               rtol=1e-6)
     assert not sol.diverged
 
 
 def test_least_squares_as_finite_is_the_same_ode():
     # The reduction used by StreamingPredictor: the finite-data variance ODE with n = 1,
     # counts w / beta, L_min = s^2 / (2 beta) has training loss h / beta. References: the
-    # closed form above at a constant stepsize (solver rtol 1e-10: 1e-8 relative budget), and
-    # hsgd.ode itself for a decaying schedule and a power-law problem with a random instance
-    # (both solvers at rtol 1e-11: agreement to 1e-8).
+    # closed form at a constant stepsize (the finite ODE's default rtol 1e-9: 1e-8 relative
+    # budget), and hsgd.ode itself for a decaying schedule and a power-law problem with a
+    # random instance (both solvers at rtol 1e-11: agreement to 1e-8).
     prob = _ls_problem()
-    gamma, beta, s = 0.8, 2.0, 0.5
-    lam = np.asarray(prob.spectrum.eigenvalues)
-    w = np.asarray(prob.spectrum.weights)
-    M = -2 * gamma * np.diag(lam) + (gamma**2 / beta) * np.outer(lam, w * lam)
-    c = gamma**2 * s**2 * lam / beta
     ts = np.linspace(0.0, 8.0, 17)
-    xi = np.linalg.solve(M, c)
-    ref = [0.5 * (np.sum(w * lam * (np.asarray(jax.scipy.linalg.expm(M * t)) @ (1.0 + xi)
-                                    - xi)) + s**2) for t in ts]
-    reduced = hsgd.least_squares_as_finite(prob, beta)
-    got = beta * hsgd.ode(reduced, gamma, ts).loss
-    np.testing.assert_allclose(got, ref, rtol=1e-8)
-
-    import diffrax
+    got = 2.0 * hsgd.ode(hsgd.least_squares_as_finite(prob, 2.0), 0.8, ts).loss
+    np.testing.assert_allclose(got, _least_squares_closed_form(prob, 0.8, 2.0, 0.5, ts),
+                               rtol=1e-8)
 
     prob = hsgd.Problem.random(hsgd.LeastSquares(0.3), hsgd.Spectrum.power_law(30, 0.7),
                                jax.random.PRNGKey(3), target_norm=1.5)
     ts = np.linspace(0.0, 6.0, 13)
+
     def sched(t):
         return 1.2 / (1.0 + 0.5 * t)
 
