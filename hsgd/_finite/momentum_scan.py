@@ -56,11 +56,16 @@ from jax.custom_derivatives import SymbolicZero
 _VECTORS = ("mu", "eta", "P_q", "P_m", "const")
 
 
+def _coefficient(coef, momentum, g):
+    """c = 1 + Delta - g mu per mode (`heavy_ball_coefficient`, from the scan's inputs)."""
+    return 1.0 + momentum - g * coef[0]
+
+
 def _advance(coef, momentum, state, g, s, psi):
     """The state after one iteration, given the loss psi_k (elementwise in the modes)."""
-    mu, eta = coef[0], coef[1]
+    eta = coef[1]
     m, p, V, C, Q = state
-    c = 1.0 + momentum - g * mu
+    c = _coefficient(coef, momentum, g)
     V_next = c * c * V - 2.0 * momentum * c * C + momentum**2 * Q + s * eta * psi
     return (c * m - momentum * p, m, V_next, c * V - momentum * C, V)
 
@@ -107,6 +112,12 @@ def _replay(coef, momentum, state, gs, ss, psis):
             jnp.concatenate([state[4][None], V[:-1]]))
 
 
+def _blocks(x, count, size, fill=0.0):
+    """`x` (leading axis K) padded with `fill` to `count * size` and shaped (count, size, ...)."""
+    pad = jnp.full((count * size - x.shape[0],) + x.shape[1:], fill, x.dtype)
+    return jnp.concatenate([x, pad]).reshape((count, size) + x.shape[1:])
+
+
 def _segmented(coef, momentum, e0, gs, ss, slots, saved, segment):
     """All iterations as a scan over segments of `segment` iterations, keeping the state at
     the start of each. Returns (outputs, buffer, segment starts, the inputs
@@ -116,10 +127,10 @@ def _segmented(coef, momentum, e0, gs, ss, slots, saved, segment):
     count = math.ceil(K / size)
     # Padded iterations (zero steps, written nowhere: their slot is past the buffer) come
     # after the last requested one: they change nothing returned.
-    pad = count * size - K
     past = 0 if saved is None else saved.shape[0]
-    inputs = tuple(jnp.concatenate([x, jnp.full((pad,), fill, x.dtype)]).reshape(count, size)
-                   for x, fill in ((gs, 0.0), (ss, 0.0), (slots, past)))
+    inputs = (_blocks(gs, count, size), _blocks(ss, count, size),
+              _blocks(slots, count, size, past))
+
     def body(carry, inputs):
         state, saved = carry
         values, nxt, saved = _run(coef, momentum, state, *inputs, saved)
@@ -159,7 +170,7 @@ def _adjoint_step(coef, momentum, state, values, g, s, cot_state, cot_values, co
     mu, eta, P_q, P_m, const = coef
     m, p, V, C, Q = state
     Mb, Pb, Vb, Cb, Qb = cot_state
-    c = 1.0 + momentum - g * mu
+    c = _coefficient(coef, momentum, g)
     eta_Vb = jnp.sum(eta * Vb)
     vbar = cot_values.at[0].add(s * eta_Vb)
     ubar = jnp.sum(vbar[:, None] * P_q, axis=0)
@@ -188,9 +199,7 @@ def _core_bwd(segment, res, cots):
         cot_values = jnp.zeros(cot_values.shape, cot_values.dtype)
     K = cot_values.shape[0]
     has_saved = cot_saved is not None and not isinstance(cot_saved, SymbolicZero)
-    cot_values = jnp.concatenate(
-        [cot_values, jnp.zeros((count * size - K,) + cot_values.shape[1:], cot_values.dtype)])
-    cot_values = cot_values.reshape((count, size) + cot_values.shape[1:])
+    cot_values = _blocks(cot_values, count, size)
     mu = coef[0]
     acc = (None if flags[0] is None else jnp.zeros_like(momentum),
            tuple(None if f is None else jnp.zeros_like(x) for f, x in zip(flags[1], coef)))
