@@ -68,8 +68,9 @@ def test_grad_through_solve_matches_central_differences(problem, reduced):
     # The quantity tune differentiates: R(T) from the predictor (reduced: the least-squares
     # variance ODE with LinearKvaerno5; not: Kvaerno5 on the full ODE, as for any loss),
     # w.r.t. the raw knot values and the raw batch size. Reference: central differences with
-    # h = 1e-4 of the same solve at rtol 1e-10 / atol 1e-12: solver noise ~1e-11 / h = 1e-7,
-    # truncation O(h^2 f''') ~ 1e-8 -> rtol 1e-4, atol 1e-6 (gradient entries ~1e-3..1e-1).
+    # h = 1e-4 of the same solve at rtol 1e-10 / atol 1e-12 (the reduced path keeps the finite
+    # ODE's own atol, 1e-3 rtol psi(0)): solver noise ~1e-11 / h = 1e-7, truncation
+    # O(h^2 f''') ~ 1e-8 -> rtol 1e-4, atol 1e-6 (gradient entries ~1e-3..1e-1).
     pred = StreamingPredictor(problem, TS, ode_bins=8, rtol=1e-10, atol=1e-12, reduced=reduced)
     assert pred.reduced == reduced
     sched = FAMILIES["knots"]()
