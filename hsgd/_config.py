@@ -87,6 +87,8 @@ _FINITE_DATA = {
     "marchenko_pastur": {"n": 2000, "d": 1000, "noise_std": 0.3, "ridge": 0.0,
                          "num_points": 256},
     "digits": {"n": 1000, "features": 500, "activation": "relu", "ridge": 0.0, "seed": 0},
+    "mnist": {"n": 2000, "features": 1000, "activation": "relu", "ridge": 0.0, "seed": 0,
+              "task": "even_odd"},
     "file": {"file": None, "ridge": 0.0, "features": None, "activation": "relu", "seed": 0},
 }
 FINITE_METHODS = {"sgd": ("ode", "volterra", "sgd", "sde"),
@@ -256,10 +258,19 @@ def _finite_problem(cfg: dict, base: Path | None):
     if not isinstance(activation, str):
         raise ConfigError(f"problem.activation must be a string, got {activation!r}")
     seed = _int(cfg, "seed", where, minimum=0)
-    if data == "digits":
-        return _wrap(where, lambda: FiniteProblem.digits(
+    if data in ("digits", "mnist"):
+        images = dict(key=seed, activation=activation, ridge=ridge)
+        if data == "mnist":
+            task = cfg["task"]
+            if not (task == "even_odd" or isinstance(task, list) and len(task) == 2
+                    and all(type(c) is int and 0 <= c <= 9 for c in task)
+                    and task[0] != task[1]):
+                raise ConfigError("problem.task must be \"even_odd\" or two different digits "
+                                  f"[a, b] in 0..9 (a: target +1, b: -1), got {task!r}")
+            images["task"] = task if isinstance(task, str) else tuple(task)
+        return _wrap(where, lambda: getattr(FiniteProblem, data)(
             _int(cfg, "n", where, minimum=1), _int(cfg, "features", where, minimum=1),
-            key=seed, activation=activation, ridge=ridge))
+            **images))
     if "file" not in cfg or not isinstance(cfg["file"], str):
         raise ConfigError("problem.data = 'file' needs problem.file, the path of an .npz file "
                           f"with arrays A and b, got {cfg.get('file')!r}")

