@@ -72,7 +72,7 @@ def simulate_momentum(problem: FiniteProblem, schedule, iterations, key: PRNGKey
     - `key`: a JAX PRNG key; `batch` $\beta\in[1, n]$ rows per step (summed gradient, drawn
       without replacement); `momentum` $\Delta\in[0, 1)$; `num_runs`.
     - `blowup`: a run diverges once its loss exceeds `blowup`$\,\times(1 + L(x_0))$ or is not
-      finite; `progress` as for [`simulate`][].
+      finite; `progress` as for [`simulate`][hsgd.simulate].
 
     **Returns:** a [`FiniteSGDResult`][] whose `ts` are the recorded **iterations** (not
     epochs; epochs are $k\beta/n$). Cost $O(\beta d + n\log n)$ per iteration (the batch is a

@@ -27,7 +27,8 @@ from .problem import FiniteProblem
 
 
 class FiniteSGDResult(eqx.Module):
-    r"""Output of [`simulate`][] on a [`FiniteProblem`][]: arrays over runs `R` and epochs `T`.
+    r"""Output of [`simulate`][hsgd.simulate] on a [`FiniteProblem`][]: arrays over runs `R`
+    and epochs `T`.
 
     `loss` $(R, T)$ the training loss $\tfrac12\|Ax - b\|^2$, `risk` $(R, T)$ the population
     risk (NaN without one), `diverged` $(R,)$, `divergence_time` $(R,)$ (inf if not)."""

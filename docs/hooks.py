@@ -1,0 +1,48 @@
+"""mkdocs hooks of the hsgd site (see mkdocs.yml: `hooks`).
+
+PENDING lists cross-references in docstrings of files owned by another developer that do not
+resolve yet, each with the fix it needs; their "could not find cross-reference target"
+warnings are dropped so that `mkdocs build --strict` stays usable meanwhile. Every other
+warning still fails the strict build, and an entry that no longer occurs is reported at the end
+of the build so the list can only shrink.
+"""
+
+import logging
+
+# target as autorefs reports it -> the fix in the docstring
+PENDING = {
+    "hsgd._structured.StructuredKvaerno5":
+        "hsgd/_ode.py (ode, _Field): write `StructuredKvaerno5` as code, or export it / add a "
+        "`::: hsgd._structured.StructuredKvaerno5` entry once its API is settled",
+    "hsgd._finite.dynamics.volterra_grid":
+        "hsgd/_finite/dynamics.py (volterra): `volterra_grid` as code (private helper)",
+    "hsgd._finite.dynamics.ode":
+        "hsgd/_finite/dynamics.py (volterra, LinearKvaerno5, module docstring): [`ode`][hsgd.ode]"
+        " (the scoped lookup finds the private finite-data `ode` first)",
+}
+
+_seen: set[str] = set()
+
+
+class _Pending(logging.Filter):
+    def filter(self, record):
+        message = record.getMessage()
+        for target in PENDING:
+            if f"Could not find cross-reference target '{target}'" in message:
+                _seen.add(target)
+                return False
+        return True
+
+
+def on_config(config):
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("mkdocs.plugins.mkdocs_autorefs"):
+            logging.getLogger(name).addFilter(_Pending())
+
+
+def on_post_build(config):
+    log = logging.getLogger("mkdocs.hooks")
+    for target in sorted(_seen):
+        log.info("pending cross-reference %s: %s", target, PENDING[target])
+    for target in sorted(set(PENDING) - _seen):
+        log.info("docs/hooks.py: PENDING[%r] no longer occurs; remove it", target)
