@@ -1,5 +1,8 @@
 """mkdocs hooks of the hsgd site (see mkdocs.yml: `hooks`).
 
+`on_files` adds the notebooks of `notebooks/` as pages `notebooks/NAME.ipynb` (before
+mkdocs-jupyter converts them), so they stay in one place, outside `docs/`.
+
 PENDING lists cross-references in docstrings of files owned by another developer that do not
 resolve yet, each with the fix it needs; their "could not find cross-reference target"
 warnings are dropped so that `mkdocs build --strict` stays usable meanwhile. Every other
@@ -8,6 +11,12 @@ of the build so the list can only shrink.
 """
 
 import logging
+from pathlib import Path
+
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # target as autorefs reports it -> the fix in the docstring
 PENDING = {
@@ -32,6 +41,14 @@ class _Pending(logging.Filter):
                 _seen.add(target)
                 return False
         return True
+
+
+@event_priority(100)  # before mkdocs-jupyter's on_files, which turns .ipynb files into pages
+def on_files(files, config):
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        files.append(File(f"notebooks/{path.name}", src_dir=str(ROOT), dest_dir=config.site_dir,
+                          use_directory_urls=config.use_directory_urls))
+    return files
 
 
 def on_config(config):
