@@ -26,6 +26,7 @@ from ._finite import (
 from ._io import write_atomic, write_csv, write_json
 from ._ode import ode
 from ._plot import finite_figure, risk_figure, sweep_figure, tune_figure
+from ._progress import simulation, sweep_chunks, tuning_steps
 from ._sde import sde
 from ._sgd import simulate
 from ._sweep import ode_outcomes, sweep
@@ -82,6 +83,8 @@ def run_sweep(job: SweepJob, out: Path, resume: bool = False, progress=True) -> 
           f"{len(np.unique(batches))} batch sizes) on {len(jax.devices())} "
           f"device(s), chunks of {job.chunk_size}", flush=True)
     fn = ode_outcomes(problem, job.ts, target_risk=job.target_risk)
+    if progress is True:
+        progress = sweep_chunks()
     start = time.perf_counter()
     try:
         table = sweep(fn, job.points, chunk_size=job.chunk_size, out=out, resume=resume,
@@ -147,7 +150,7 @@ def run_tune(job: TuneJob, out: Path) -> int:
                    batch=float(job.batch), num_times=job.num_times,
                    ode_bins=job.ode_bins or None, num_knots=job.num_knots,
                    learning_rate=job.learning_rate, num_steps=job.num_steps,
-                   progress=progress, **extra)
+                   progress=tuning_steps(job.num_steps, progress), **extra)
     except ValueError as e:
         print(f"hsgd: {e}", file=sys.stderr)
         return 2
@@ -225,7 +228,7 @@ def run(job: Job, out: Path) -> int:
     if "sgd" in job.methods:
         start = time.perf_counter()
         sgd = simulate(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed),
-                       num_runs=job.sgd_runs, batch=job.batch, progress=True)
+                       num_runs=job.sgd_runs, batch=job.batch, progress=simulation("sgd"))
         jax.block_until_ready(sgd.risk)
         timings["sgd_s"] = time.perf_counter() - start
         print(f"  sgd: {timings['sgd_s']:.2f} s for {job.sgd_runs} runs", flush=True)
@@ -323,10 +326,10 @@ def run_finite(job: Job, out: Path) -> int:
         elif method == "sgd" and momentum:
             res = simulate_momentum(prob, job.schedule, ks, jax.random.PRNGKey(job.sgd_seed),
                                     batch=job.batch, momentum=job.momentum,
-                                    num_runs=job.sgd_runs, progress=True)
+                                    num_runs=job.sgd_runs, progress=simulation("sgd+m"))
         elif method == "sgd":
             res = simulate(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed),
-                           num_runs=job.sgd_runs, batch=job.batch, progress=True)
+                           num_runs=job.sgd_runs, batch=job.batch, progress=simulation("sgd"))
         else:  # sde: the summed mini-batch follows the same diffusion in epochs
             res = sde(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed + 1),
                       num_paths=job.sde_paths)
