@@ -251,15 +251,22 @@ def run(job: Job, out: Path) -> int:
 
     summary["timings"] = timings
     if ode_sol is not None and sde_res is not None:
-        summary["max_rel_error_sde"] = _max_finite(_relative(ode_sol.risk, sde_res.mean()))
+        summary["max_rel_error_sde"], reason = _max_relative(ts, ode_sol.risk, sde_res.mean())
+        if reason:
+            summary["max_rel_error_sde_reason"] = reason
     rel = None
     if ode_sol is not None and sgd is not None:
         rel = _relative(ode_sol.risk, sgd.mean())
-        summary["max_rel_error"] = _max_finite(rel)
+        summary["max_rel_error"], reason = _max_relative(ts, ode_sol.risk, sgd.mean())
+        if reason:
+            summary["max_rel_error_reason"] = reason
     _print_table(ts, ode_sol, sgd, rel, sde_res)
     if "max_rel_error" in summary and summary["max_rel_error"] is not None:
         print(f"max |ODE - SGD mean| / SGD mean over the saved times: "
               f"{summary['max_rel_error']:.4f}")
+    for key in ("max_rel_error_reason", "max_rel_error_sde_reason"):
+        if key in summary:
+            print(f"{key.removesuffix('_reason')}: none — {summary[key]}")
     _write_curves(out / "curves.csv", ts, ode_sol, sgd, sde_res)
     write_json(out / "summary.json", summary)
     log_time = cfg["run"]["time_grid"] == "log"
@@ -352,15 +359,21 @@ def run_finite(job: Job, out: Path) -> int:
         if reference is None or sampled not in curves:
             continue
         for i, name in enumerate(("loss", "risk")):
-            summary[f"max_rel_error_{name}_{reference}_vs_{sampled}"] = _max_finite(
-                _relative(curves[reference][i][0], _nanmean(curves[sampled][i])))
+            key = f"max_rel_error_{name}_{reference}_vs_{sampled}"
+            summary[key], reason = _max_relative(ts, curves[reference][i][0],
+                                                 _nanmean(curves[sampled][i]))
+            # a curve without a population risk is all NaN by design: no reason needed
+            if reason and np.any(np.isfinite(curves[reference][i][0])):
+                summary[f"{key}_reason"] = reason
     if "ode" in curves and "volterra" in curves:
         summary["max_rel_diff_ode_vs_volterra"] = _max_finite(
             _relative(curves["ode"][0][0], curves["volterra"][0][0]))
 
     _print_finite_table(ts, curves, prob.n)
     for key, value in summary.items():
-        if key.startswith("max_rel") and value is not None:
+        if key.startswith("max_rel") and key.endswith("_reason"):
+            print(f"{key.removesuffix('_reason')}: none — {value}")
+        elif key.startswith("max_rel") and value is not None:
             print(f"{key}: {value:.4f}")
     rows = []
     gammas = np.asarray(job.schedule.on_grid(ks if momentum else ts))
@@ -393,6 +406,25 @@ def _relative(value, reference):
     value, reference = np.asarray(value), np.asarray(reference)
     with np.errstate(all="ignore"):
         return np.abs(value - reference) / np.abs(reference)
+
+
+def _max_relative(ts, value, reference):
+    r"""(max over saved times of |value − reference| / |reference|, None) — or (None, reason)
+    when no saved time after $t = 0$ has both finite: there the curves start from the same
+    point, so a maximum over $t = 0$ alone (≈ 0) would claim an agreement never tested."""
+    ts, value, reference = np.asarray(ts), np.asarray(value), np.asarray(reference)
+    both = np.isfinite(value) & np.isfinite(reference)
+    if not np.any(both & (ts > 0)):
+        def gone(x):
+            bad = ~np.isfinite(x) & (ts > 0)
+            return f"t = {ts[np.argmax(bad)]:.4g}" if np.any(bad) else None
+
+        parts = [f"the deterministic curve diverged by {gone(value)}" if gone(value) else "",
+                 f"every sampled run diverged by {gone(reference)}" if gone(reference) else ""]
+        why = "; ".join(p for p in parts if p) or "no saved time after t = 0"
+        return None, (f"no saved time after t = 0 where both curves are finite ({why}); "
+                      "lower the learning rate or shorten the horizon to compare them")
+    return _max_finite(_relative(value, reference)), None
 
 
 def _max_finite(x):

@@ -465,20 +465,23 @@ def _axis(value, where: str) -> np.ndarray:
     """A list of numbers, or a table {start, stop, num, spacing = "linear" | "log"}."""
     if isinstance(value, dict):
         _check_keys(value, {"start", "stop", "num", "spacing"}, where)
-        start = _float(value, "start", where, minimum=0.0, strict=True)
+        start = _float(value, "start", where, minimum=0.0)
         stop = _float(value, "stop", where, minimum=0.0, strict=True)
         num = _int(value, "num", where, minimum=1)
         spacing = value.get("spacing", "linear")
         if spacing not in ("linear", "log"):
             raise ConfigError(f"{where}.spacing must be 'linear' or 'log', got {spacing!r}")
+        if spacing == "log" and start == 0:
+            raise ConfigError(f"{where}.start must be > 0 with spacing = 'log', got 0 (a zero "
+                              "stepsize is allowed with spacing = 'linear' or in a list)")
         return (np.geomspace if spacing == "log" else np.linspace)(start, stop, num)
     if (not isinstance(value, list) or not value
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
         raise ConfigError(f"{where} must be a non-empty list of numbers or a table "
                           f"{{start, stop, num, spacing}}, got {value!r}")
     arr = np.asarray(value, dtype=float)
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ConfigError(f"{where} values must be finite and > 0, got {value!r}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ConfigError(f"{where} values must be finite and >= 0, got {value!r}")
     return arr
 
 
@@ -537,7 +540,7 @@ def _spectrum(cfg: dict, d: int, base: Path | None) -> Spectrum:
         raise ConfigError("problem.spectrum with kind 'eigenvalues' needs exactly one of "
                           "'values' (a list) or 'file' (a .npy/.txt file)")
     if "values" in cfg:
-        values = np.asarray(cfg["values"], dtype=float)
+        values = np.asarray(_numbers(cfg["values"], "problem.spectrum.values"))
     else:
         path = Path(cfg["file"])
         path = path if path.is_absolute() or base is None else base / path
@@ -560,6 +563,14 @@ def _schedule(cfg: dict) -> AbstractSchedule:
            "exponential": ExponentialDecay, "step": StepDecay, "cosine": Cosine,
            "warmup": WarmupDecay}[kind]
     kwargs = {k: v for k, v in cfg.items() if k != "kind"}
+    for key, value in kwargs.items():  # each value's type, named by its key, before JAX sees it
+        if key == "decay":
+            if not isinstance(value, str):
+                raise ConfigError(f"optimizer.schedule.decay must be a string, got {value!r}")
+        elif key in ("times", "values"):
+            kwargs[key] = _numbers(value, f"optimizer.schedule.{key}")
+        else:
+            kwargs[key] = _float(cfg, key, "optimizer.schedule")
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -584,12 +595,30 @@ def _int(cfg, key, where, minimum=None, default=None) -> int:
     return value
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _numbers(value, where: str) -> list[float]:
+    """A non-empty TOML list of finite numbers, or a ConfigError naming `where`."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where} must be a non-empty list of numbers, got {value!r}")
+    for i, v in enumerate(value):
+        if not _is_number(v):
+            raise ConfigError(f"{where}[{i}] must be a number, got {v!r}")
+        if not np.isfinite(v):
+            raise ConfigError(f"{where}[{i}] must be finite, got {v!r}")
+    return [float(v) for v in value]
+
+
 def _float(cfg, key, where, minimum=None, strict=False, default=None) -> float:
     if key not in cfg and default is None:
         raise ConfigError(f"{where}.{key} is required")
     value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-        raise ConfigError(f"{where}.{key} must be a finite number, got {value!r}")
+    if not _is_number(value):
+        raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
+    if not np.isfinite(value):
+        raise ConfigError(f"{where}.{key} must be finite, got {value!r}")
     if minimum is not None and (value < minimum or (strict and value == minimum)):
         raise ConfigError(f"{where}.{key} must be {'>' if strict else '>='} {minimum}, "
                           f"got {value}")

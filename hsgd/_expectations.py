@@ -117,6 +117,22 @@ def _gauss_hermite_nodes(p: int, n: int):
 
 
 @functools.cache
+def trapezoid_normal_nodes(spacing: float = 0.02, half_width: float = 14.0):
+    r"""A one-dimensional rule for $\mathbb{E}_{z\sim N(0,1)}[g(z)]$ independent of the
+    Gauss–Hermite rules above: the trapezoid rule on the uniform grid $z_i = i\,h$,
+    $|z_i| \le$ `half_width`, weights $\propto \varphi(z_i)$ normalised to sum to 1.
+
+    For $g$ analytic in the strip $|\operatorname{Im} z| < a$ and of at most exponential
+    growth the error is $O(e^{-2\pi a/h})$ (plus the truncated tail, $\varphi(14) \approx
+    10^{-43}$): for $g(z) = \operatorname{softplus}(sz)$, $a = \pi/s$, that is below
+    $10^{-40}$ relative for $s \le 10$ at $h = 0.02$ (1401 nodes). NumPy arrays (float64).
+    """
+    z = np.arange(-round(half_width / spacing), round(half_width / spacing) + 1) * spacing
+    w = np.exp(-0.5 * z**2)
+    return z, w / w.sum()
+
+
+@functools.cache
 def _qmc_nodes(p: int, num_points: int):
     half = (num_points + 1) // 2
     z = _ndtri_np(_halton(half, p))

@@ -1,4 +1,7 @@
-"""Atomic output files: write to a temporary file in the same folder, then `os.replace`."""
+"""Atomic output files: write to a temporary file in the same folder, then `os.replace`.
+
+Files get the usual mode of a new file, `0o666 & ~umask` (0644 under the common umask 022),
+not the 0600 of the temporary file, so that colleagues or a web server can read results."""
 
 import csv
 import io
@@ -17,6 +20,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         data = data.encode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -27,6 +31,13 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path, obj) -> Path:

@@ -22,12 +22,14 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
+from ._checks import check_learning_rate, probe_times
 from ._custom_types import PRNGKey
 from ._expectations import psd_factor
 from ._finite.problem import FiniteProblem
 from ._problem import Problem
+from ._risk import DEFAULT_RISK_SAMPLES
 from ._schedule import as_schedule
-from ._sgd import SGDResult, observe
+from ._sgd import SGDResult, observe, risks_of
 
 # Default Euler–Maruyama step: min(_DT_CAP, _DT_SCALE / (gamma_max * lambda_max)); see default_dt.
 _DT_CAP = 0.05
@@ -60,7 +62,7 @@ def default_dt(problem: Problem, gamma_max: float) -> float:
 
 def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, batch=1,
         dt=None, solver: diffrax.AbstractSolver | None = None, coupled: bool = False,
-        blowup: float = 1e6) -> SGDResult:
+        blowup: float = 1e6, risk_samples: int = DEFAULT_RISK_SAMPLES) -> SGDResult:
     r"""Sample `num_paths` paths of homogenized SGD (SPEC §1) and record them at times `ts`.
 
     Given a [`FiniteProblem`][] (one mode per direction), samples homogenized SGD for
@@ -102,9 +104,15 @@ def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, bat
       costs about $2\log_2(4 t_{\rm final}/\Delta t)$ times more.
     - `blowup`: a path counts as diverged once $\max|B|$ exceeds `blowup`$\times(1+\max|B(0)|)$
       or its risk is not finite; its solve stops there.
+    - `risk_samples`: Monte-Carlo samples per recorded risk when the loss has no exact risk
+      (as for [`simulate`][]).
+
+    The learning rate may be 0 but must be finite and $\ge 0$ (checked at `ts` and on 1025
+    points of $[0, t_{\rm final}]$).
 
     **Returns:** an [`SGDResult`][] (the same type [`simulate`][] returns): `risk` $(P, T)$ is
-    the exact population risk $h(W^\top K W)$ of each path (NaN after divergence), `B`,
+    the population risk $h(W^\top K W)$ of each path computed as [`simulate`][] does
+    (independently of the ODE's rule, SE in `risk_se`; NaN after divergence), `B`,
     `distance` $\|X - X^*\|^2$ (NaN when $m \ne m^*$), `diverged`, `divergence_time`.
 
     Example:
@@ -138,12 +146,10 @@ def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, bat
         raise ValueError(f"ts must be a non-empty, non-decreasing 1-D array of finite times "
                          f">= 0, got {ts_np}")
     t_final = float(ts_np[-1])
+    gammas = np.asarray(check_learning_rate(schedule, probe_times(ts_np),
+                                            time_name="epoch" if finite else "t"))
     if dt is None:
-        probe = np.union1d(np.linspace(0.0, t_final, 1025), ts_np)
-        gammas = np.asarray(jax.vmap(schedule)(jnp.asarray(probe)))
-        if not np.all(np.isfinite(gammas)):
-            raise ValueError("the learning rate is not finite somewhere on [0, ts[-1]]")
-        dt = default_dt(problem, float(np.max(np.abs(gammas))))
+        dt = default_dt(problem, float(np.max(gammas)))
     dt = float(dt)
     if not (math.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be finite and > 0, got {dt}")
@@ -164,7 +170,7 @@ def sde(problem: Problem, schedule, ts, key: PRNGKey, *, num_paths: int = 8, bat
     dtype = problem.X0.dtype
     return _solve(problem, schedule, jnp.asarray(ts_np, dtype), jnp.asarray(grid, dtype),
                   key, jnp.asarray(batch_f, dtype), num_paths, solver, bool(coupled),
-                  float(blowup))
+                  float(blowup), int(risk_samples))
 
 
 def _check_finite(problem, batch):
@@ -188,7 +194,8 @@ def _step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, blowup):
+def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, blowup,
+           risk_samples):
     lam = problem.spectrum.eigenvalues.astype(ts.dtype)
     d = lam.shape[0]
     X_star = problem.X_star
@@ -221,9 +228,12 @@ def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, 
     def save(t, X, args):
         return observe(problem, X)
 
-    (risk, B, dist), unsaved = sample_paths(problem.X0, drift, diffusion, blew_up, save, ts,
-                                            grid, key, num_paths, solver, coupled)
-    return SGDResult.from_paths(ts, risk, B, dist, bound, failed=unsaved)
+    (B, dist), unsaved = sample_paths(problem.X0, drift, diffusion, blew_up, save, ts, grid, key,
+                                      num_paths, solver, coupled)
+    # The risk from the saved B, on a stream of its own (one key per path and time).
+    keys = jax.random.split(jax.random.fold_in(key, 0x7269736B), B.shape[0] * B.shape[1])
+    risk, se = risks_of(loss, B, keys.reshape((*B.shape[:2], *keys.shape[1:])), risk_samples)
+    return SGDResult.from_paths(ts, risk, B, dist, bound, failed=unsaved, risk_se=se)
 
 
 def sample_paths(y0, drift, diffusion, blew_up, save, ts, grid, key, num_paths, solver,

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from ._checks import check
 from ._finite import FiniteProblem
 from ._io import write_csv, write_json
 from ._ode import ode
@@ -105,7 +106,20 @@ def ode_outcomes(problem: Problem | FiniteProblem, ts, *, target_risk: float | N
     # Adaptive steps grow with the stepsize (stiffer), then with the batch: evaluate points in
     # that order so that a vmapped lane holds points of similar cost (see `sweep`).
     fn.sweep_order = lambda cols: _lexicographic(cols, ("gamma", "batch"))
+    fn.check_points = _check_ode_points
     return fn
+
+
+def _check_ode_points(cols: dict):
+    r"""A `ValueError` naming the first bad point: `gamma` must be finite and $\ge 0$ (0 is
+    allowed), `batch` finite and $\ge 1$."""
+    for name, ok, want in (("gamma", lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+                           ("batch", lambda v: np.isfinite(v) & (v >= 1), "finite and >= 1")):
+        if name in cols:
+            values = cols[name]
+            check(None, ~ok(values), f"sweep point {name} must be {want}",
+                  lambda bad: f", got {name} = {float(values[np.argmax(bad)])!r} at point "
+                              f"{int(np.argmax(bad))}")
 
 
 def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, lanes: int = 16,
@@ -148,6 +162,8 @@ def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, lanes: int = 16,
         raise ValueError(f"all parameter arrays must have the same non-zero length, got "
                          f"{ {k: v.size for k, v in cols.items()} }")
     n = sizes.pop()
+    if hasattr(fn, "check_points"):  # eagerly, with a plain ValueError naming the point
+        fn.check_points(cols)
     devices = list(jax.devices() if devices is None else devices)
     n_dev = len(devices)
     chunk_size = int(np.ceil(max(int(chunk_size), 1) / n_dev) * n_dev)

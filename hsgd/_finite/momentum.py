@@ -44,6 +44,15 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._blowup import after_first, nan_where
+from .._checks import (
+    LEARNING_RATE_FIX,
+    LEARNING_RATE_MESSAGE,
+    check,
+    check_learning_rate,
+    is_traced,
+    plain_errors,
+    probe_times,
+)
 from .._schedule import as_schedule
 from .momentum_scan import momentum_scan
 from .problem import FiniteProblem
@@ -77,15 +86,11 @@ class MomentumSolution(eqx.Module):
 # ---------------------------------------------------------------------- validation helpers
 
 
-def _is_traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
 def check_momentum(momentum):
     r"""`momentum` $\Delta$ as an array; a `ValueError` naming the value unless $0\le\Delta<1$
     (checked eagerly when concrete; inside `jit`/`vmap` the check is an `eqx.error_if` in the
     solver)."""
-    if not _is_traced(momentum):
+    if not is_traced(momentum):
         value = np.asarray(momentum, dtype=float)
         if value.ndim != 0 or not (0.0 <= float(value) < 1.0):
             raise ValueError(f"momentum must be a number in [0, 1), got momentum={momentum!r}")
@@ -100,11 +105,11 @@ def batch_fraction_of(problem: FiniteProblem, batch=None, batch_fraction=None):
     if (batch is None) == (batch_fraction is None):
         raise ValueError("pass exactly one of batch (rows per step) and batch_fraction")
     if batch is not None:
-        if _is_traced(batch) or int(batch) != batch or not 1 <= int(batch) <= n:
+        if is_traced(batch) or int(batch) != batch or not 1 <= int(batch) <= n:
             raise ValueError(f"batch must be an integer between 1 and n = {n}, got "
                              f"batch={batch!r}")
         return int(batch) / n
-    if not _is_traced(batch_fraction):
+    if not is_traced(batch_fraction):
         z = float(batch_fraction)
         if not 0.0 < z <= 1.0:
             raise ValueError(f"batch_fraction must be in (0, 1], got batch_fraction="
@@ -143,6 +148,10 @@ def momentum_recursion(problem: FiniteProblem, schedule, iterations, *, batch=No
     - `momentum` $\Delta\in[0, 1)$.
     - `blowup`: divergence is reported once $\psi_k$ exceeds `blowup`$\,\times(1 + \psi_0)$.
 
+    $\gamma_k$ must be finite and $\ge 0$ (0 allowed): checked eagerly on `iterations` and
+    1025 points of $[0, k_{\rm final}]$ when the schedule is concrete, else on every iteration
+    inside the solve.
+
     **Returns:** a [`MomentumSolution`][]. Cost $O(J)$ per iteration for $J$ modes (plus
     $O(J^2)$ per recorded iteration for a non-diagonal population risk).
 
@@ -165,9 +174,12 @@ def momentum_recursion(problem: FiniteProblem, schedule, iterations, *, batch=No
     unique, position = np.unique(ks, return_inverse=True)
     slot = np.full(num_steps + 1, unique.size, dtype=np.int32)  # unique.size: not recorded
     slot[unique] = np.arange(unique.size)
-    return _recursion(problem, schedule, jnp.asarray(momentum, dtype),
-                      jnp.asarray(zeta, dtype), jnp.asarray(ks), jnp.asarray(slot),
-                      jnp.asarray(position), unique.size, float(blowup))
+    if not is_traced(schedule):
+        check_learning_rate(schedule, probe_times(ks).astype(dtype), time_name="k")
+    with plain_errors():  # a traced bad value: the message first, not equinox's stack
+        return _recursion(problem, schedule, jnp.asarray(momentum, dtype),
+                          jnp.asarray(zeta, dtype), jnp.asarray(ks), jnp.asarray(slot),
+                          jnp.asarray(position), unique.size, float(blowup))
 
 
 def heavy_ball_coefficient(problem: FiniteProblem, gamma, momentum, batch_fraction):
@@ -206,6 +218,8 @@ def _recursion(problem, schedule, momentum, zeta, ks, slot, position, num_saved,
     # reverse mode one vectorised pullback instead of one per iteration.
     num_steps = slot.shape[0]
     gammas = jax.vmap(schedule)(jnp.arange(num_steps).astype(dtype)).astype(dtype)
+    gammas = check(gammas, ~(jnp.isfinite(gammas) & (gammas >= 0)), LEARNING_RATE_MESSAGE,
+                   fix=LEARNING_RATE_FIX)
     # c = 1 + Delta - (gamma zeta) mu and the noise gamma^2 zeta (1 - zeta) (2 lam / n) psi;
     # momentum_scan's hand-written adjoint makes a gradient cost ~4 forward solves.
     values, saved = momentum_scan(coef, momentum, e0, gammas * zeta,

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from .._blowup import after_first, nan_where
+from .._checks import check_learning_rate, probe_times
 from .._custom_types import PRNGKey
 from .._schedule import as_schedule
 from .._sgd import drive
@@ -74,6 +75,9 @@ def simulate_momentum(problem: FiniteProblem, schedule, iterations, key: PRNGKey
     - `blowup`: a run diverges once its loss exceeds `blowup`$\,\times(1 + L(x_0))$ or is not
       finite; `progress` as for [`simulate`][hsgd.simulate].
 
+    $\gamma_k$ must be finite and $\ge 0$ (0 allowed), checked at `iterations` and on 1025
+    points of $[0, k_{\rm final}]$.
+
     **Returns:** a [`FiniteSGDResult`][] whose `ts` are the recorded **iterations** (not
     epochs; epochs are $k\beta/n$). Cost $O(\beta d + n\log n)$ per iteration (the batch is a
     prefix of a random permutation; $O(d)$ for $\beta = 1$) plus $O(nd)$ per record.
@@ -89,6 +93,7 @@ def simulate_momentum(problem: FiniteProblem, schedule, iterations, key: PRNGKey
     schedule = as_schedule(schedule)
     steps = _check_iterations(iterations)
     dtype = problem.data.A.dtype
+    check_learning_rate(schedule, probe_times(steps).astype(dtype), time_name="k")
     x0 = problem.data.x0
     xs = jnp.broadcast_to(x0, (num_runs, *x0.shape))
     state = (xs, xs, jax.random.split(key, num_runs))

@@ -20,6 +20,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .._blowup import after_first, nan_where
+from .._checks import check_learning_rate, probe_times
 from .._custom_types import PRNGKey, Times
 from .._schedule import as_schedule
 from .._sgd import check_times, drive
@@ -102,7 +103,9 @@ def simulate(problem: FiniteProblem, schedule, ts, key: PRNGKey, *, num_runs: in
     **Arguments:** `problem` (a [`FiniteProblem`][] built from arrays), `schedule` $\gamma(t)$
     per epoch, `ts`, `key`, `num_runs`; `batch` $\beta \le n$ (summed batch gradient);
     `reshuffle` (see the module docstring); `blowup`: a run diverges once its loss exceeds
-    `blowup`$\,\times(1 + L(x_0))$ or is not finite; `progress` as for streaming SGD.
+    `blowup`$\,\times(1 + L(x_0))$ or is not finite; `progress` as for streaming SGD. The
+    learning rate must be finite and $\ge 0$ (0 allowed), checked at `ts` and on 1025 epochs of
+    $[0, t_{\rm final}]$.
 
     **Returns:** a [`FiniteSGDResult`][]. Cost $O(\beta d)$ per iteration plus $O(nd)$ per
     record.
@@ -119,6 +122,8 @@ def simulate(problem: FiniteProblem, schedule, ts, key: PRNGKey, *, num_runs: in
         raise ValueError(f"num_runs must be >= 1, got {num_runs}")
     schedule = as_schedule(schedule)
     ts_np = check_times(ts)
+    check_learning_rate(schedule, probe_times(ts_np).astype(problem.data.A.dtype),
+                        time_name="epoch")
     steps = np.rint(ts_np * n / batch).astype(np.int64)
     x0 = problem.data.x0
     keys = jax.random.split(key, num_runs)

@@ -103,3 +103,10 @@ class AbstractLoss(eqx.Module):
     def risk(self, B: Moment) -> Float[Array, ""]:
         """$h(B) = \\mathbb{E} f$, the population risk of a model with $W^\\top K W = B$."""
         return self.moments(B).h
+
+    def exact_risk(self, B: Moment) -> Float[Array, ""] | None:
+        r"""$h(B) = \mathbb{E}f$ computed without the quadrature rule the ODE uses (`rule()`):
+        a closed form, or a deterministic rule accurate to rounding, for the SGD simulator's
+        independent ground truth (`hsgd._risk`). `None` (the default) when the loss has none;
+        the simulator then estimates $h$ by Monte Carlo with its own standard error."""
+        return None
