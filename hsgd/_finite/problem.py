@@ -84,7 +84,8 @@ class FiniteProblem(eqx.Module):
     $e_j(0)^2$, $c_je_j(0)$, $g_je_j(0)$ and $(S_v)_{jj}e_j(0)^2$ are means over its directions.
 
     Build one with [`FiniteProblem.from_arrays`][], [`FiniteProblem.from_npz`][],
-    [`FiniteProblem.gaussian`][], [`FiniteProblem.random_features`][],
+    [`FiniteProblem.gaussian`][], [`FiniteProblem.random_features`][] (of the bundled images:
+    [`FiniteProblem.digits`][], [`FiniteProblem.mnist`][]),
     [`FiniteProblem.marchenko_pastur`][] (the $n, d\to\infty$ limit) or
     [`FiniteProblem.from_spectrum`][] (a spectral summary only).
     """
