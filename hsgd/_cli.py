@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ._checks import CheckError, plain_errors
 from ._config import ConfigError, Job, SweepJob, TuneJob, load, load_sweep, load_tune
 from ._finite import (
     FiniteProblem,
@@ -62,11 +63,16 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"hsgd: config error: {e}", file=sys.stderr)
         return 2
-    if args.command == "tune":
-        return run_tune(job, Path(args.out))
-    if args.command == "sweep":
-        return run_sweep(job, Path(args.out), resume=args.resume)
-    return run(job, Path(args.out))
+    try:
+        with plain_errors():  # a check failing inside jit: its own sentence, not the stack
+            if args.command == "tune":
+                return run_tune(job, Path(args.out))
+            if args.command == "sweep":
+                return run_sweep(job, Path(args.out), resume=args.resume)
+            return run(job, Path(args.out))
+    except CheckError as e:
+        print(f"hsgd: {e}", file=sys.stderr)
+        return 2
 
 
 def run_sweep(job: SweepJob, out: Path, resume: bool = False, progress=True) -> int:

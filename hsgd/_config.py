@@ -42,7 +42,7 @@ DEFAULT = {
         "d": 2000,
         "target_norm": 2.0,
         "init_norm": 0.0,
-        "overlap": 0.0,
+        "target_weight": 0.0,
         "seed": 0,
         "spectrum": {"kind": "power_law", "alpha": 0.5, "normalize": "mean"},
     },
@@ -59,8 +59,8 @@ DEFAULT = {
     },
 }
 
-_PROBLEM_KEYS = {"kind", "loss", "d", "target_norm", "init_norm", "overlap", "seed", "spectrum",
-                 "noise_std", "num_classes", "m", "m_star", "noise"}
+_PROBLEM_KEYS = {"kind", "loss", "d", "target_norm", "init_norm", "target_weight", "overlap",
+                 "cosine", "seed", "spectrum", "noise_std", "num_classes", "m", "m_star", "noise"}
 _SPECTRUM_KEYS = {
     "power_law": {"kind", "alpha", "normalize"},
     "uniform": {"kind", "low", "high"},
@@ -312,11 +312,23 @@ def _problem(prob_cfg: dict, base: Path | None) -> Problem:
     d = _int(prob_cfg, "d", "problem", minimum=1)
     loss = _loss(prob_cfg)
     spectrum = _spectrum(prob_cfg["spectrum"], d, base)
+    # X0 = target_weight X* + noise (old name: overlap), or X0 at a given initial cosine
+    weight = _float(prob_cfg, "target_weight", "problem")
+    if "overlap" in prob_cfg:
+        if weight != 0.0:
+            raise ConfigError("give problem.target_weight or its old name problem.overlap, "
+                              "not both")
+        weight = _float(prob_cfg, "overlap", "problem")
+    cosine = None
+    if "cosine" in prob_cfg:
+        cosine = _float(prob_cfg, "cosine", "problem")
+        if not -1.0 <= cosine <= 1.0:
+            raise ConfigError(f"problem.cosine must be in [-1, 1], got {cosine}")
     return _wrap("problem", lambda: Problem.random(
         loss, spectrum, jax.random.PRNGKey(_int(prob_cfg, "seed", "problem", minimum=0)),
         target_norm=_float(prob_cfg, "target_norm", "problem", minimum=0.0),
         init_norm=_float(prob_cfg, "init_norm", "problem", minimum=0.0),
-        overlap=_float(prob_cfg, "overlap", "problem")))
+        target_weight=weight, cosine=cosine))
 
 
 _SWEEP_KEYS = {"gamma", "batch", "chunk_size", "horizon", "num_times", "target_risk",

@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._custom_types import ModeMoments, PRNGKey
+from ._dtype import as_float, float_dtype
 from ._loss import AbstractLoss
 from ._spectrum import Spectrum
 
@@ -57,8 +58,14 @@ class Problem(eqx.Module):
         r"""$B(0) = \sum_j \omega_j\lambda_j V_j(0) = W_0^\top K W_0$."""
         return self.spectrum.weighted_sum(self.V0, q=lambda lam: lam)
 
+    @property
+    def dtype(self):
+        """The floating dtype of the problem's arrays."""
+        return self.V0.dtype
+
     @classmethod
-    def from_arrays(cls, loss: AbstractLoss, spectrum, X_star, X0=None) -> "Problem":
+    def from_arrays(cls, loss: AbstractLoss, spectrum, X_star, X0=None, *,
+                    dtype=None) -> "Problem":
         r"""A problem from an explicit instance in the eigenbasis of $K$.
 
         **Arguments:**
@@ -67,6 +74,9 @@ class Problem(eqx.Module):
         - `spectrum`: a [`Spectrum`][] with $d$ equal-weight modes, or the $d$ eigenvalues.
         - `X_star`: target, shape `(d, m_star)` (or `(d,)` when `m_star == 1`).
         - `X0`: initial point, shape `(d, m)` (or `(d,)`); default zero.
+        - `dtype`: floating dtype of every array, the spectrum's included (default: that of a
+          floating `X_star`, else JAX's default float): a float32 problem works in a float64
+          session.
 
         $V_j(0) = d\, w_j w_j^\top$ with $w_j$ the $j$-th row of $W_0 = [X_0 \mid X^*]$.
         """
@@ -77,45 +87,83 @@ class Problem(eqx.Module):
         if not np.allclose(w, 1.0 / d, rtol=1e-6):
             raise ValueError("from_arrays needs an explicit spectrum with equal weights 1/d "
                              "(one mode per coordinate); got unequal weights")
-        X_star = _as_matrix(X_star, "X_star", d, loss.m_star)
+        X_star = _as_matrix(X_star, "X_star", d, loss.m_star, dtype)
+        spectrum = spectrum.astype(X_star.dtype)
         X0 = (jnp.zeros((d, loss.m), X_star.dtype) if X0 is None
-              else _as_matrix(X0, "X0", d, loss.m))
+              else _as_matrix(X0, "X0", d, loss.m, X_star.dtype))
         W = jnp.concatenate([X0, X_star], axis=1)
         V0 = d * W[:, :, None] * W[:, None, :]
         return cls(loss, spectrum, V0, X_star, X0)
 
     @classmethod
     def isotropic(cls, loss: AbstractLoss, spectrum: Spectrum, target_norm=1.0, init_norm=0.0,
-                  overlap=0.0) -> "Problem":
+                  target_weight=0.0, *, cosine=None, overlap=None, dtype=None) -> "Problem":
         r"""The expected moments of a random instance, with no instance (theory only).
 
         For $X^*$ with i.i.d. $N(0, s^2/d)$ entries ($s$ = `target_norm`, so each column has
-        norm $\approx s$) and $X_0 = c X^* + N(0, u^2/d)$ ($c$ = `overlap`, $u$ = `init_norm`;
-        needs $m = m^*$ when $c \ne 0$):
+        norm $\approx s$) and $X_0 = c X^* + N(0, u^2/d)$ ($c$ = `target_weight`, $u$ =
+        `init_norm`; needs $m = m^*$ when $c \ne 0$):
 
         $$\mathbb{E}V_j(0) = \begin{pmatrix} (c^2 s^2 + u^2) I_m & c s^2 I \\ c s^2 I & s^2 I_{m^*}
         \end{pmatrix}\quad\text{for every mode } j.$$
+
+        `target_weight` is a weight, not a cosine: the cosine of $X_0$ and $X^*$ is then
+        $c s/\sqrt{c^2s^2 + u^2}$. To set the cosine itself pass `cosine` $= \rho \in [-1, 1]$
+        instead (needs $m = m^*$, $u > 0$, $s > 0$ and `target_weight = 0`):
+
+        $$\mathbb{E}V_j(0) = \begin{pmatrix} u^2 I_m & \rho\, u s\, I \\ \rho\, u s\, I &
+        s^2 I_{m^*}\end{pmatrix},$$
+
+        so $|X_0| = u$ and the initial cosine **in the $K$-geometry**, $B_{12}/\sqrt{B_{11}B_{22}}$
+        of $B(0) = W_0^\top K W_0$ (per column: the diagonal entries of each block), is exactly
+        $\rho$ (here $B(0) = (\operatorname{tr}K/d)\,\mathbb{E}V_j(0)$, so it is also the
+        Euclidean cosine). `overlap` is the old name of `target_weight` (same meaning, kept as
+        an alias). `dtype`: floating dtype (default the spectrum's).
         """
-        V = _isotropic_moment(loss, target_norm, init_norm, overlap)
+        c = _target_weight(target_weight, overlap)
+        dtype = spectrum.dtype if dtype is None else float_dtype(dtype)
+        V = _isotropic_moment(loss, target_norm, init_norm, c, cosine).astype(dtype)
         V0 = jnp.broadcast_to(V, (spectrum.num_modes, *V.shape))
-        return cls(loss, spectrum, V0)
+        return cls(loss, spectrum.astype(dtype), V0)
 
     @classmethod
     def random(cls, loss: AbstractLoss, spectrum, key: PRNGKey, target_norm=1.0, init_norm=0.0,
-               overlap=0.0) -> "Problem":
-        r"""A random instance: $X^*_{ij} \sim N(0, s^2/d)$, $X_0 = c X^* + G$ with
-        $G_{ij} \sim N(0, u^2/d)$ (same parameters as [`Problem.isotropic`][]), on a spectrum
-        with $d$ equal-weight modes."""
+               target_weight=0.0, *, cosine=None, overlap=None, dtype=None) -> "Problem":
+        r"""A random instance on a spectrum with $d$ equal-weight modes:
+        $X^*_{ij} \sim N(0, s^2/d)$ and $X_0 = c X^* + G$ with $G_{ij} \sim N(0, u^2/d)$
+        ($s$ = `target_norm`, $u$ = `init_norm`, $c$ = `target_weight`, the parameters of
+        [`Problem.isotropic`][]; `overlap` is `target_weight`'s old name).
+
+        With `cosine` $= \rho \in [-1, 1]$ instead (needs $m = m^*$, $u > 0$, $s > 0$), each
+        column of $X_0$ is built to make the initial cosine **in the $K$-geometry** exactly
+        $\rho$: with $\langle a, b\rangle_K = a^\top K b$, $G$ is made $K$-orthogonal to the
+        columns of $X^*$, and column $i$ is
+
+        $$X_{0,i} = u\,\frac{v_i}{|v_i|},\qquad v_i = \rho\,\frac{X^*_i}{\|X^*_i\|_K} +
+        \sqrt{1 - \rho^2}\,\frac{G_i}{\|G_i\|_K},$$
+
+        so that $B_{12}/\sqrt{B_{11}B_{22}} = \rho$ for the column's entries of
+        $B(0) = W_0^\top K W_0$ (to rounding) and $|X_{0,i}| = u$ exactly.
+
+        `dtype`: floating dtype of every array (default the spectrum's).
+        """
         if not isinstance(spectrum, Spectrum):
             spectrum = Spectrum.from_eigenvalues(spectrum)
-        _isotropic_moment(loss, target_norm, init_norm, overlap)  # validates
+        c = _target_weight(target_weight, overlap)
+        _isotropic_moment(loss, target_norm, init_norm, c, cosine)  # validates
+        dtype = spectrum.dtype if dtype is None else float_dtype(dtype)
         d = spectrum.num_modes
         k1, k2 = jax.random.split(key)
-        X_star = target_norm * jax.random.normal(k1, (d, loss.m_star)) / np.sqrt(d)
-        X0 = init_norm * jax.random.normal(k2, (d, loss.m)) / np.sqrt(d)
-        if overlap != 0.0:
-            X0 = X0 + overlap * X_star
-        return cls.from_arrays(loss, spectrum, X_star, X0)
+        X_star = target_norm * jax.random.normal(k1, (d, loss.m_star), dtype) / np.sqrt(d)
+        G = jax.random.normal(k2, (d, loss.m), dtype)
+        if cosine is None:
+            X0 = init_norm * G / np.sqrt(d)
+            if c != 0.0:
+                X0 = X0 + c * X_star
+        else:
+            X0 = _at_cosine(float(cosine), float(init_norm), X_star, G,
+                            spectrum.eigenvalues.astype(dtype))
+        return cls.from_arrays(loss, spectrum, X_star, X0, dtype=dtype)
 
     def coarsen(self, num_bins: int, log: bool | None = None) -> "Problem":
         r"""Merge modes into at most `num_bins` bins (log-spaced for spread spectra; SPEC §5):
@@ -125,8 +173,8 @@ class Problem(eqx.Module):
         return Problem(self.loss, spectrum, jnp.asarray(V0))
 
 
-def _as_matrix(x, name: str, d: int, cols: int):
-    x = jnp.asarray(x, dtype=float)
+def _as_matrix(x, name: str, d: int, cols: int, dtype=None):
+    x = as_float(x, dtype)
     if x.ndim == 1:
         x = x[:, None]
     if x.shape != (d, cols):
@@ -137,19 +185,52 @@ def _as_matrix(x, name: str, d: int, cols: int):
     return x
 
 
-def _isotropic_moment(loss, target_norm, init_norm, overlap):
-    s, u, c = float(target_norm), float(init_norm), float(overlap)
+def _target_weight(target_weight, overlap) -> float:
+    """`target_weight`, or its old name `overlap` (not both)."""
+    if overlap is None:
+        return float(target_weight)
+    if float(target_weight) != 0.0:
+        raise ValueError("pass target_weight or its old name overlap, not both")
+    return float(overlap)
+
+
+def _isotropic_moment(loss, target_norm, init_norm, target_weight, cosine=None):
+    s, u, c = float(target_norm), float(init_norm), float(target_weight)
     for name, v in [("target_norm", s), ("init_norm", u)]:
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be finite and >= 0, got {v}")
     if not np.isfinite(c):
-        raise ValueError(f"overlap must be finite, got {c}")
+        raise ValueError(f"target_weight (overlap) must be finite, got {c}")
     m, ms = loss.m, loss.m_star
     if c != 0.0 and m != ms:
-        raise ValueError(f"overlap={c} needs m == m_star, got m={m}, m_star={ms}")
+        raise ValueError(f"target_weight={c} needs m == m_star, got m={m}, m_star={ms}")
     V = np.zeros((m + ms, m + ms))
-    V[:m, :m] = (c**2 * s**2 + u**2) * np.eye(m)
     V[m:, m:] = s**2 * np.eye(ms)
+    if cosine is not None:
+        rho = float(cosine)
+        if not -1.0 <= rho <= 1.0:
+            raise ValueError(f"cosine must be in [-1, 1], got {cosine!r}")
+        if c != 0.0:
+            raise ValueError("pass cosine or target_weight (overlap), not both")
+        if m != ms:
+            raise ValueError(f"cosine needs m == m_star, got m={m}, m_star={ms}")
+        if u == 0.0 or s == 0.0:
+            raise ValueError(f"cosine needs init_norm > 0 and target_norm > 0 (a cosine with a "
+                             f"zero vector is undefined), got init_norm={u}, target_norm={s}")
+        V[:m, :m] = u**2 * np.eye(m)
+        V[:m, m:] = V[m:, :m] = rho * u * s * np.eye(m)
+        return jnp.asarray(V)
+    V[:m, :m] = (c**2 * s**2 + u**2) * np.eye(m)
     if c != 0.0:
         V[:m, m:] = V[m:, :m] = c * s**2 * np.eye(m)
     return jnp.asarray(V)
+
+
+def _at_cosine(rho: float, norm: float, X_star, G, lam):
+    r"""Columns $u\,v_i/|v_i|$ with $v_i$ at $K$-cosine `rho` to $X^*_i$ (see
+    [`Problem.random`][]); `G` is made $K$-orthogonal to every column of $X^*$ first."""
+    KX = lam[:, None] * X_star
+    G = G - X_star @ jnp.linalg.solve(X_star.T @ KX, KX.T @ G)
+    knorm = lambda M: jnp.sqrt(jnp.sum(M * (lam[:, None] * M), axis=0))  # noqa: E731
+    v = rho * X_star / knorm(X_star) + np.sqrt(1.0 - rho**2) * G / knorm(G)
+    return norm * v / jnp.linalg.norm(v, axis=0)

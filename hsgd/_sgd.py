@@ -90,7 +90,7 @@ def _sgd_step(problem: Problem, schedule, batch: int, X, key, k):
     r_s = a @ problem.X_star
     eps = jax.vmap(loss.noise.sample)(jax.random.split(k_noise, batch), r_s)
     g = jax.vmap(loss.gradient)(r_x, r_s, eps)
-    gamma = schedule(k.astype(X.dtype) / d)
+    gamma = schedule(k.astype(X.dtype) / d).astype(X.dtype)
     return X - (gamma / (d * batch)) * (a.T @ g)
 
 

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ._dtype import as_float, float_dtype
+
 # Negative eigenvalues above -_ROUNDOFF * max|λ| are round-off (e.g. from eigvalsh of a singular
 # covariance) and are clipped to 0; anything more negative is an error.
 _ROUNDOFF = 1e-12
@@ -59,8 +61,10 @@ class Spectrum(eqx.Module):
     - `eigenvalues`: array `(n,)`, finite and $\ge 0$. Negative round-off above
       $-10^{-12}\max_j|\lambda_j|$ is clipped to 0.
     - `weights`: array `(n,)`, finite and $> 0$, summing to 1.
+    - `dtype`: the floating dtype of both (default: that of floating `eigenvalues`, else JAX's
+      default float; e.g. `jnp.float32` inside a float64 session).
 
-    Both are converted to JAX arrays of the default floating dtype. Concrete inputs are
+    Both are converted to JAX arrays of that dtype. Concrete inputs are
     validated (a `ValueError` names the offending index and value); traced inputs, inside
     `jit` or `vmap`, are not.
 
@@ -77,9 +81,10 @@ class Spectrum(eqx.Module):
     eigenvalues: Float[Array, " n"]
     weights: Float[Array, " n"]
 
-    def __init__(self, eigenvalues: Float[ArrayLike, " n"], weights: Float[ArrayLike, " n"]):
-        lam = jnp.asarray(eigenvalues, dtype=float)
-        w = jnp.asarray(weights, dtype=float)
+    def __init__(self, eigenvalues: Float[ArrayLike, " n"], weights: Float[ArrayLike, " n"],
+                 dtype=None):
+        lam = as_float(eigenvalues, dtype)
+        w = jnp.asarray(weights, dtype=lam.dtype)
         if lam.ndim != 1:
             raise ValueError(f"eigenvalues must be 1-D, got shape {lam.shape}")
         if w.shape != lam.shape:
@@ -141,15 +146,27 @@ class Spectrum(eqx.Module):
         r"""The smallest eigenvalue $\min_j \lambda_j$ (0 when the spectrum has an atom at 0)."""
         return jnp.min(self.eigenvalues)
 
+    @property
+    def dtype(self):
+        """The floating dtype of the eigenvalues and weights."""
+        return self.eigenvalues.dtype
+
+    def astype(self, dtype) -> "Spectrum":
+        """The same modes in the floating `dtype` (no re-validation; works under `jit`)."""
+        dtype = float_dtype(dtype)
+        return jax.tree_util.tree_map(lambda x: x.astype(dtype), self)
+
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def from_eigenvalues(cls, eigenvalues: Float[ArrayLike, " d"]) -> "Spectrum":
+    def from_eigenvalues(cls, eigenvalues: Float[ArrayLike, " d"], dtype=None) -> "Spectrum":
         r"""An explicit list of $d$ eigenvalues, each with weight $\omega_j = 1/d$.
 
         **Arguments:**
 
         - `eigenvalues`: array `(d,)` of the eigenvalues $\lambda_j \ge 0$ of $K$.
+        - `dtype`: floating dtype (default: that of floating `eigenvalues`, else JAX's default
+          float).
 
         **Returns:**
 
@@ -159,7 +176,7 @@ class Spectrum(eqx.Module):
         Spectrum.from_eigenvalues([1.0, 0.5, 0.1]).mean()  # 0.5333...
         ```
         """
-        lam = jnp.asarray(eigenvalues, dtype=float)
+        lam = as_float(eigenvalues, dtype)
         if lam.ndim != 1:
             raise ValueError(f"eigenvalues must be 1-D, got shape {lam.shape}")
         if lam.shape[0] == 0:
@@ -167,7 +184,7 @@ class Spectrum(eqx.Module):
         return cls(lam, jnp.full(lam.shape, 1.0 / lam.shape[0], dtype=lam.dtype))
 
     @classmethod
-    def from_covariance(cls, K: Float[ArrayLike, "d d"]) -> "Spectrum":
+    def from_covariance(cls, K: Float[ArrayLike, "d d"], dtype=None) -> "Spectrum":
         r"""The eigenvalues of a symmetric $d \times d$ covariance $K = \sum_j \lambda_j
         u_j u_j^\top$, each with weight $\omega_j = 1/d$ (computed with `numpy.linalg.eigvalsh`
         and stored in decreasing order).
@@ -179,6 +196,8 @@ class Spectrum(eqx.Module):
         - `K`: a concrete, square, symmetric, positive semi-definite matrix `(d, d)`. Asymmetry
           beyond $10^{-10}\max|K|$ is an error; smaller asymmetry is removed by using
           $(K + K^\top)/2$.
+        - `dtype`: floating dtype of the result (default: that of a floating `K`, else JAX's
+          default float); the eigenvalues are computed in float64 either way.
 
         **Returns:**
 
@@ -188,6 +207,8 @@ class Spectrum(eqx.Module):
         Spectrum.from_covariance(np.diag([3.0, 1.0])).eigenvalues  # [3.0, 1.0]
         ```
         """
+        if dtype is None and np.issubdtype(np.asarray(K).dtype, np.floating):
+            dtype = float_dtype(np.asarray(K).dtype)
         K = np.asarray(K, dtype=np.float64)
         if K.ndim != 2 or K.shape[0] != K.shape[1]:
             raise ValueError(f"a covariance must be a square matrix, got shape {K.shape}")
@@ -203,10 +224,11 @@ class Spectrum(eqx.Module):
             i, j = np.unravel_index(np.argmax(asym), K.shape)
             raise ValueError(f"the covariance is not symmetric: K[{i}, {j}] = {K[i, j]} but "
                              f"K[{j}, {i}] = {K[j, i]} (max |K - K^T| = {asym[i, j]:.3g})")
-        return cls.from_eigenvalues(np.linalg.eigvalsh(0.5 * (K + K.T))[::-1].copy())
+        return cls.from_eigenvalues(np.linalg.eigvalsh(0.5 * (K + K.T))[::-1].copy(),
+                                    float_dtype(dtype))
 
     @classmethod
-    def uniform(cls, d: int, low: float, high: float) -> "Spectrum":
+    def uniform(cls, d: int, low: float, high: float, dtype=None) -> "Spectrum":
         r"""$d$ eigenvalues on the quantile grid of the uniform law on $[\text{low}, \text{high}]$:
 
         $$\lambda_j = \text{low} + (\text{high} - \text{low})\,\frac{j - 1/2}{d},
@@ -218,6 +240,7 @@ class Spectrum(eqx.Module):
 
         - `d`: the number of eigenvalues, $\ge 1$.
         - `low`, `high`: the support, $0 \le \text{low} < \text{high}$.
+        - `dtype`: floating dtype (default JAX's default float).
 
         **Returns:**
 
@@ -234,10 +257,11 @@ class Spectrum(eqx.Module):
         if not high > low:
             raise ValueError(f"high must be > low, got low={low}, high={high}")
         j = np.arange(1, d + 1, dtype=np.float64)
-        return cls.from_eigenvalues(low + (high - low) * (j - 0.5) / d)
+        return cls.from_eigenvalues(low + (high - low) * (j - 0.5) / d, float_dtype(dtype))
 
     @classmethod
-    def power_law(cls, d: int, alpha: float, normalize: str | None = "mean") -> "Spectrum":
+    def power_law(cls, d: int, alpha: float, normalize: str | None = "mean",
+                  dtype=None) -> "Spectrum":
         r"""A power law $\lambda_j = c\, j^{-\alpha}$, $\omega_j = 1/d$, $j = 1, \dots, d$.
 
         - `normalize="mean"`: $c = d / \sum_{j=1}^d j^{-\alpha}$, so that
@@ -258,6 +282,7 @@ class Spectrum(eqx.Module):
         - `d`: the number of eigenvalues, $\ge 1$.
         - `alpha`: the decay exponent, $\ge 0$.
         - `normalize`: `"mean"`, `"max"` or `None`.
+        - `dtype`: floating dtype (default JAX's default float).
 
         **Returns:**
 
@@ -278,11 +303,11 @@ class Spectrum(eqx.Module):
             lam = lam / lam.mean()
         elif normalize == "max":
             lam = lam / lam[0]
-        return cls.from_eigenvalues(lam)
+        return cls.from_eigenvalues(lam, float_dtype(dtype))
 
     @classmethod
     def marchenko_pastur(cls, ratio: float, scale: float = 1.0,
-                         num_points: int = 256) -> "Spectrum":
+                         num_points: int = 256, dtype=None) -> "Spectrum":
         r"""The Marchenko–Pastur law: the limiting spectrum of the sample covariance
         $\frac1n\sum_{i=1}^n a_i a_i^\top$, $a_i \sim N(0, \sigma^2 I_d)$, as
         $d, n \to \infty$ with $d/n \to r$ (`ratio`) and $\sigma^2$ = `scale`.
@@ -314,6 +339,7 @@ class Spectrum(eqx.Module):
         - `ratio`: $r = d/n > 0$.
         - `scale`: the variance $\sigma^2 > 0$ of the entries of $a$.
         - `num_points`: the number of quadrature nodes of the continuous part, $\ge 2$.
+        - `dtype`: floating dtype (default JAX's default float).
 
         **Returns:**
 
@@ -343,7 +369,7 @@ class Spectrum(eqx.Module):
         if r > 1:
             x = np.concatenate([x, [0.0]])
             w = np.concatenate([w, [1.0 - 1.0 / r]])
-        return cls(x, w)
+        return cls(x, w, float_dtype(dtype))
 
     # ------------------------------------------------------------------ coarsening
 

