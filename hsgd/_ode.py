@@ -18,6 +18,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 from jaxtyping import Array, Bool, Float
 
 from . import _finite as finite
@@ -27,6 +28,13 @@ from ._finite import FiniteProblem
 from ._loss.least_squares import LeastSquares
 from ._problem import Problem
 from ._schedule import as_schedule
+from ._structured import (
+    AbstractModeDynamics,
+    ModeSystem,
+    StructuredKvaerno5,
+    _mT,
+    initial_state,
+)
 
 
 class Statistic(eqx.Module):
@@ -61,7 +69,10 @@ class Solution(eqx.Module):
     - `diverged`: whether the solution blew up (risk non-finite or $\max|B|$ past the blow-up
       bound) before `ts[-1]`; `divergence_time`: the first saved time at which it had (inf if
       it did not); values after divergence are NaN;
-    - `num_steps`: accepted solver steps.
+    - `num_steps`: accepted solver steps;
+    - `error_estimate` $(T,)$: the default solver's own estimate of the integration error in
+      $B$ (the sum of its local error estimates of $\max|B|$ over the accepted steps up to each
+      time; an upper-bound-style estimate, in the units of $B$); NaN with another solver.
     """
 
     ts: Times
@@ -74,6 +85,7 @@ class Solution(eqx.Module):
     diverged: Bool[Array, ""]
     divergence_time: Float[Array, ""]
     num_steps: Array
+    error_estimate: Float[Array, " T"]
 
     def cosine(self) -> Float[Array, " T"]:
         r"""The cosine with the target in the $K$-geometry ($m = m^* = 1$):
@@ -112,8 +124,10 @@ def _snapshot(problem: Problem, V, statistics):
     lam, w = problem.spectrum.eigenvalues, problem.spectrum.weights
     snap = dict(B=problem.spectrum.weighted_sum(V, q=_identity),
                 statistics={k: s(lam, w, V) for k, s in statistics.items()})
-    if problem.loss.m == problem.loss.m_star:
-        snap["S"] = problem.spectrum.weighted_sum(V)
+    m = problem.loss.m
+    if m == problem.loss.m_star:
+        P = jnp.concatenate([jnp.eye(m), -jnp.eye(m)], axis=1).astype(V.dtype)
+        snap["distance"] = jnp.trace(P @ problem.spectrum.weighted_sum(V) @ P.T)
     return snap
 
 
@@ -124,9 +138,7 @@ def _finish(problem: Problem, snap, gamma, batch):
     mom = loss.moments(B)
     m = loss.m
     if loss.m == loss.m_star:
-        P = jnp.concatenate([jnp.eye(m), -jnp.eye(m)], axis=1).astype(B.dtype)
-        S = snap["S"]
-        distance = jnp.trace(P @ S @ P.T)
+        distance = snap["distance"]
         gamma_crit = 2 * batch * mom.A / (problem.spectrum.mean() * jnp.trace(mom.I))
     else:
         distance = gamma_crit = jnp.full((), jnp.nan, B.dtype)
@@ -164,7 +176,125 @@ def least_squares_as_finite(problem: Problem, batch) -> FiniteProblem:
                          loss_min=0.5 * sigma**2 / batch, ridge=jnp.zeros((), dtype), n=1)
 
 
+class SGDModes(AbstractModeDynamics):
+    r"""The per-mode ODE of one-pass SGD (SPEC §1) in the form [`StructuredKvaerno5`][] solves.
+
+    When $m = m^*$ the moments are those of $[X - X^* \mid X^*]$ (error coordinates:
+    $U_j = PV_jP^\top$, $P = \begin{pmatrix}I & -I\\0 & I\end{pmatrix}$), in which the drift
+    reads $C' = -\gamma\lambda J_xC - \gamma\lambda(J_x + J_*)T$,
+    $F' = -\gamma\lambda(J_xF + FJ_x^\top + (J_x + J_*)C^\top + C(J_x + J_*)^\top)
+    + \frac{\gamma^2\lambda}{\beta}I(B)$: for least squares ($J_x + J_* = 0$) the error block
+    decouples from the target, and the decaying risk is a state variable instead of the
+    difference $B_{11} - 2B_{12} + B_{22}$. Otherwise $U_j = V_j$. Mode $j$ is stored in units
+    of $s_j = \operatorname{tr}U_j(0)$ (floored at $10^{-6}$ of the mean), so the solver's
+    tolerances are relative to each mode's own size; the mode axis is last. The summary is the
+    upper triangle of $B_{xx}$ and $B_{x*}$ ($B_{**}$ is constant).
+    """
+
+    loss: object
+    schedule: object
+    batch: Array
+    lam: Array
+    scale: Array
+    target: Array
+    B_target: Array
+    weighted: Array
+    mass: Array
+    error_coords: bool = eqx.field(static=True)
+
+    @classmethod
+    def from_problem(cls, problem: Problem, schedule, batch):
+        """The dynamics and the initial blocks `(F, C)` (mode axis last) of a problem."""
+        loss = problem.loss
+        m, ms = loss.m, loss.m_star
+        V0 = jnp.moveaxis(problem.V0, 0, -1)  # (p, p, J)
+        ec = m == ms
+        if ec:
+            Vxx, Vxt, Vtt = V0[:m, :m], V0[:m, m:], V0[m:, m:]
+            U = jnp.concatenate([
+                jnp.concatenate([Vxx - Vxt - _mT(Vxt) + Vtt, Vxt - Vtt], axis=1),
+                jnp.concatenate([_mT(Vxt) - Vtt, Vtt], axis=1)], axis=0)
+        else:
+            U = V0
+        dtype = V0.dtype
+        w = problem.spectrum.weights.astype(dtype)
+        lam = problem.spectrum.eigenvalues.astype(dtype)
+        tr = jnp.trace(U)
+        mean_tr = jnp.sum(w * tr)
+        scale = jnp.maximum(tr, 1e-6 * jnp.where(mean_tr > 0, mean_tr, 1.0))
+        Us = U / scale
+        target = Us[m:, m:]
+        weighted = w * lam * scale
+        dyn = cls(loss=loss, schedule=schedule, batch=batch, lam=lam, scale=scale,
+                  target=target, B_target=target @ weighted, weighted=weighted,
+                  mass=w * scale, error_coords=ec)
+        return dyn, Us[:m, :m], Us[:m, m:]
+
+    @property
+    def m(self):
+        return self.loss.m
+
+    def _blocks(self, F, C):
+        """The per-mode $V_{xx}$, $V_{x*}$ blocks (scaled) in the original coordinates."""
+        if self.error_coords:
+            return F + C + _mT(C) + self.target, C + self.target
+        return F, C
+
+    def summary(self, F, C):
+        Vxx, Vxt = self._blocks(F, C)
+        iu = jnp.triu_indices(self.m)
+        return jnp.concatenate([(Vxx @ self.weighted)[iu], (Vxt @ self.weighted).ravel()])
+
+    def B(self, u):
+        """$B$ $(p, p)$ from the summary vector."""
+        m = self.m
+        iu = jnp.triu_indices(m)
+        k = iu[0].shape[0]
+        Bxx = jnp.zeros((m, m), u.dtype).at[iu].set(u[:k])
+        Bxx = Bxx + jnp.triu(Bxx, 1).T
+        Bxt = u[k:].reshape(m, -1)
+        return jnp.concatenate([jnp.concatenate([Bxx, Bxt], axis=1),
+                                jnp.concatenate([Bxt.T, self.B_target], axis=1)], axis=0)
+
+    def system(self, t, u, aux):
+        dtype = u.dtype
+        g = self.schedule(t).astype(dtype)
+        mom = self.loss.moments(self.B(u))
+        m = self.m
+        Jx, Jt = mom.J[:, :m], mom.J[:, m:]
+        if self.error_coords:
+            Jt = Jx + Jt
+        rate = -g * self.lam
+        return ModeSystem(A=Jx[:, :, None] * rate, A_target=Jt[:, :, None] * rate,
+                          target=self.target,
+                          forcing=mom.I[:, :, None] * ((g**2 / self.batch) * self.lam / self.scale),
+                          aux_rate=jnp.zeros((0,), dtype))
+
+    def error_weights(self):
+        # B's weights (so the risk) and the distance's (in error coordinates).
+        return jnp.stack([self.weighted, self.mass])
+
+    def snapshot(self, problem: Problem, y, statistics):
+        r"""B, the distance $\|X - X^*\|^2$ and the statistics from the solver state."""
+        F, C = y["F"], y["C"]
+        snap = dict(B=self.B(self.summary(F, C)))
+        w = problem.spectrum.weights.astype(F.dtype)
+        if self.error_coords:
+            snap["distance"] = jnp.trace(F) @ self.mass
+        if statistics:
+            Vxx, Vxt = self._blocks(F, C)
+            V = jnp.concatenate([jnp.concatenate([Vxx, Vxt], axis=1),
+                                 jnp.concatenate([_mT(Vxt), self.target], axis=1)], axis=0)
+            V = jnp.moveaxis(V * self.scale, -1, 0)
+            lam = problem.spectrum.eigenvalues
+            snap["statistics"] = {k: s(lam, w, V) for k, s in statistics.items()}
+        else:
+            snap["statistics"] = {}
+        return snap
+
+
 def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = None,
+        rtol: float | None = None, atol: float | None = None,
         solver: diffrax.AbstractSolver | None = None,
         stepsize_controller: diffrax.AbstractStepSizeController | None = None,
         dt0=None, adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
@@ -172,19 +302,30 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     r"""Solve the deterministic equivalent of one-pass SGD (SPEC §1) on the times `ts`.
 
     Given a [`FiniteProblem`][] instead, solves the per-mode ODE of multi-pass SGD on least
-    squares (SPEC §2) and returns a [`FiniteSolution`][] (see `hsgd._finite.ode`).
+    squares (SPEC §2) and returns a [`FiniteSolution`][] (see `hsgd._finite.ode`; `rtol`, `atol`,
+    `solver`, `adjoint`, `max_steps` and `blowup` apply to it).
+
+    The default solver is [`StructuredKvaerno5`][] (SPEC §6): L-stable, with the stiff per-mode
+    linear part solved exactly inside each implicit stage, error control relative to every
+    mode's own size in the coordinates of $X - X^*$ (max norm over modes), and the solve stepping
+    onto every output time. It is right on stiff spectra (power laws spanning many decades:
+    $\gamma\lambda_{\max}t$ up to $10^{12}$) at a cost linear in the number of modes.
 
     **Arguments:**
 
     - `problem`: a [`Problem`][] (loss, spectrum, initial per-mode moments).
-    - `schedule`: learning rate $\gamma(t)$ — a float, an [`AbstractSchedule`][] or a callable.
+    - `schedule`: learning rate $\gamma(t) \ge 0$ — a float, an [`AbstractSchedule`][] or a
+      callable.
     - `ts`: increasing output times $t = k/d \ge 0$ (the solve starts at 0).
     - `batch`: mini-batch size $\beta$ (SGD averages $\beta$ per-sample gradients).
     - `statistics`: optional dict name → [`Statistic`][].
-    - `solver`, `stepsize_controller`, `dt0`, `adjoint`, `max_steps`: passed to
-      `diffrax.diffeqsolve`. Defaults: `Tsit5()`, `PIDController(rtol=1e-7, atol=1e-10)`,
-      automatic first step (rtol 1e-5, atol 1e-8 in float32),
-      `RecursiveCheckpointAdjoint()` (so `jax.grad` works).
+    - `rtol`, `atol`: tolerances of the default solver's error control, per mode and relative
+      to the mode's size; default $10^{-8}$ and $10^{-12}$ (float32: $10^{-5}$, $10^{-8}$). With
+      another `solver` they go to its `PIDController` (defaults $10^{-7}$, $10^{-10}$).
+    - `solver`: any diffrax solver instead of the default, integrating $V_j$ directly (e.g.
+      `diffrax.Tsit5()`: explicit, for non-stiff spectra only).
+    - `stepsize_controller`, `dt0`, `adjoint`, `max_steps`: passed to `diffrax.diffeqsolve`.
+      Default adjoint `RecursiveCheckpointAdjoint()` (so `jax.grad` works).
     - `blowup`: the solve stops and reports divergence when $\max|B|$ exceeds
       `blowup` $\times (1 + \max|B(0)|)$.
 
@@ -202,39 +343,85 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     if isinstance(problem, FiniteProblem):
         if batch != 1.0 or statistics or stepsize_controller is not None or dt0 is not None:
             raise ValueError("batch, statistics, stepsize_controller and dt0 apply to streaming "
-                             "problems; for a FiniteProblem see hsgd._finite.ode (rtol, atol)")
-        return finite.ode(problem, schedule, ts, solver=solver, adjoint=adjoint,
-                          max_steps=max_steps, blowup=blowup)
+                             "problems; a FiniteProblem takes rtol, atol, solver, adjoint, "
+                             "max_steps and blowup")
+        return finite.ode(problem, schedule, ts, solver=solver, rtol=rtol, atol=atol,
+                          adjoint=adjoint, max_steps=max_steps, blowup=blowup)
     schedule = as_schedule(schedule)
     statistics = {} if statistics is None else dict(statistics)
     ts = jnp.asarray(ts, dtype=problem.V0.dtype)
     if ts.ndim != 1 or ts.shape[0] == 0:
         raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and not (float(tol) > 0):
+            raise ValueError(f"{name} must be a positive number, got {tol!r}")
     batch = jnp.asarray(batch, dtype=problem.V0.dtype)
+    single = problem.V0.dtype == jnp.float32
+    if solver is None:
+        rtol = (1e-5 if single else 1e-8) if rtol is None else float(rtol)
+        atol = (1e-8 if single else 1e-12) if atol is None else float(atol)
+        return _solve_structured(problem, schedule, ts, batch, statistics, rtol, atol,
+                                 stepsize_controller, adjoint, max_steps, blowup)
+    rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
+    atol = (1e-8 if single else 1e-10) if atol is None else float(atol)
     return _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller, dt0,
-                  adjoint, max_steps, blowup)
+                  adjoint, max_steps, blowup, rtol, atol)
+
+
+def _check(ts, batch, gammas):
+    ts = eqx.error_if(ts, jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0),
+                      "ts must be non-negative and non-decreasing")
+    batch = eqx.error_if(batch, ~(batch >= 1), "batch must be >= 1")
+    ts = eqx.error_if(ts, ~jnp.all(gammas >= 0),
+                      "the learning rate must be non-negative and finite at every output time")
+    return ts, batch
+
+
+def _dtmin(ts):
+    # dtmin: a finite-time blow-up (e.g. phase retrieval past its stable stepsize) would
+    # otherwise shrink the step towards zero forever; forced minimal steps run into the
+    # blow-up event instead.
+    return 1e-9 * jnp.maximum(ts[-1], 1.0)
+
+
+@eqx.filter_jit
+def _solve_structured(problem, schedule, ts, batch, statistics, rtol, atol, stepsize_controller,
+                      adjoint, max_steps, blowup):
+    gammas = jax.vmap(schedule)(ts)
+    ts, batch = _check(ts, batch, gammas)
+    dyn, F0, C0 = SGDModes.from_problem(problem, schedule, batch)
+    y0 = initial_state(dyn, F0, C0, jnp.zeros((0,), F0.dtype))
+    if stepsize_controller is None:
+        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=optx.max_norm,
+                                                    dtmin=_dtmin(ts))
+    if not isinstance(stepsize_controller, diffrax.ClipStepSizeController):
+        # The solver's dense output is linear between steps: step onto every output time.
+        stepsize_controller = diffrax.ClipStepSizeController(stepsize_controller, step_ts=ts)
+    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
+
+    def blew_up(t, y, args, **kwargs):
+        return ~(jnp.max(jnp.abs(args.summary(y["F"], y["C"]))) < bound)
+
+    def save(t, y, args):
+        return dict(args.snapshot(problem, y, statistics), error=y["acc"])
+
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, args: args.field(t, y)), StructuredKvaerno5(), t0=0.0,
+        t1=ts[-1], dt0=None, y0=y0, args=dyn, saveat=diffrax.SaveAt(ts=ts, fn=save),
+        stepsize_controller=stepsize_controller, adjoint=adjoint,
+        event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
+    error = sol.ys.pop("error")
+    return _assemble(problem, ts, gammas, batch, sol, bound, error)
 
 
 @eqx.filter_jit
 def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller, dt0, adjoint,
-           max_steps, blowup):
-    ts = eqx.error_if(ts, jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0),
-                      "ts must be non-negative and non-decreasing")
-    batch = eqx.error_if(batch, ~(batch >= 1), "batch must be >= 1")
+           max_steps, blowup, rtol, atol):
     gammas = jax.vmap(schedule)(ts)
-    ts = eqx.error_if(ts, ~jnp.all(gammas > 0),
-                      "the learning rate must be positive (and finite) at every output time")
-    solver = diffrax.Tsit5() if solver is None else solver
+    ts, batch = _check(ts, batch, gammas)
     if stepsize_controller is None:
-        # dtmin: a finite-time blow-up (e.g. phase retrieval past its stable stepsize) would
-        # otherwise shrink the step towards zero forever; forced minimal steps run into the
-        # blow-up event instead. Genuine stiffness here needs steps ~1e-5 t_final at worst.
-        # float32 cannot resolve rtol 1e-7: use 1e-5 there (errors ~1e-5, far below the
-        # O(d^{-1/2}) fluctuations of SGD itself).
-        single = problem.V0.dtype == jnp.float32
-        stepsize_controller = diffrax.PIDController(rtol=1e-5 if single else 1e-7,
-                                                    atol=1e-8 if single else 1e-10,
-                                                    dtmin=1e-9 * jnp.maximum(ts[-1], 1.0))
+        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmin=_dtmin(ts))
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
 
     def vector_field(t, V, args):
@@ -255,12 +442,18 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
         args=(problem, schedule, batch), saveat=diffrax.SaveAt(ts=ts, fn=save),
         stepsize_controller=stepsize_controller, adjoint=adjoint,
         event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
-    # Moments at the saved times, after the solve (unreached times hold inf: NaN below).
+    return _assemble(problem, ts, gammas, batch, sol, bound,
+                     jnp.full(ts.shape, jnp.nan, problem.V0.dtype))
+
+
+def _assemble(problem, ts, gammas, batch, sol, bound, error) -> Solution:
+    """The `Solution` from the saved snapshots: moments at the saved times (after the solve;
+    unreached times hold inf: NaN below), divergence masks, and a loud error if the solver
+    failed for any reason other than divergence (e.g. max_steps)."""
     out = jax.vmap(lambda snap, g: _finish(problem, snap, g, batch))(sol.ys, gammas)
     risk = out["risk"]
     bad = ~jnp.isfinite(risk) | ~(jnp.max(jnp.abs(out["B"]), axis=(-1, -2)) < bound)
     bad = bad | (jnp.arange(ts.shape[0]) >= jnp.sum(jnp.isfinite(sol.ts)))
-    # The solve failing for any other reason (e.g. max_steps) is not divergence: raise loudly.
     ok = (sol.result == diffrax.RESULTS.successful) | (sol.result == diffrax.RESULTS.event_occurred)
     risk = eqx.error_if(risk, ~ok, "the ODE solver failed (max_steps reached or step size "
                         "collapsed); pass a larger max_steps or a stiff solver")
@@ -273,4 +466,5 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
         ts=ts, risk=mask(risk), B=mask(out["B"]), distance=mask(out["distance"]),
         gamma=gammas, gamma_crit=mask(out["gamma_crit"]),
         statistics=jax.tree_util.tree_map(mask, out["statistics"]), diverged=diverged,
-        divergence_time=divergence_time, num_steps=sol.stats["num_accepted_steps"])
+        divergence_time=divergence_time, num_steps=sol.stats["num_accepted_steps"],
+        error_estimate=mask(error))
