@@ -201,6 +201,7 @@ class SGDModes(AbstractModeDynamics):
     weighted: Array
     mass: Array
     error_coords: bool = eqx.field(static=True)
+    affine: bool = eqx.field(static=True)
 
     @classmethod
     def from_problem(cls, problem: Problem, schedule, batch):
@@ -227,7 +228,7 @@ class SGDModes(AbstractModeDynamics):
         weighted = w * lam * scale
         dyn = cls(loss=loss, schedule=schedule, batch=batch, lam=lam, scale=scale,
                   target=target, B_target=target @ weighted, weighted=weighted,
-                  mass=w * scale, error_coords=ec)
+                  mass=w * scale, error_coords=ec, affine=isinstance(loss, LeastSquares))
         return dyn, Us[:m, :m], Us[:m, m:]
 
     @property
@@ -240,10 +241,18 @@ class SGDModes(AbstractModeDynamics):
             return F + C + _mT(C) + self.target, C + self.target
         return F, C
 
-    def summary(self, F, C):
-        Vxx, Vxt = self._blocks(F, C)
+    def summary_linear(self, F, C):
+        if self.error_coords:
+            F, C = F + C + _mT(C), C
         iu = jnp.triu_indices(self.m)
-        return jnp.concatenate([(Vxx @ self.weighted)[iu], (Vxt @ self.weighted).ravel()])
+        return jnp.concatenate([(F @ self.weighted)[iu], (C @ self.weighted).ravel()])
+
+    def summary_offset(self):
+        if not self.error_coords:
+            m = self.m
+            return jnp.zeros(m * (m + 1) // 2 + m * self.loss.m_star, self.B_target.dtype)
+        iu = jnp.triu_indices(self.m)
+        return jnp.concatenate([self.B_target[iu], self.B_target.ravel()])
 
     def B(self, u):
         """$B$ $(p, p)$ from the summary vector."""
@@ -358,7 +367,7 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     batch = jnp.asarray(batch, dtype=problem.V0.dtype)
     single = problem.V0.dtype == jnp.float32
     if solver is None:
-        rtol = (1e-5 if single else 1e-8) if rtol is None else float(rtol)
+        rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
         atol = (1e-8 if single else 1e-12) if atol is None else float(atol)
         return _solve_structured(problem, schedule, ts, batch, statistics, rtol, atol,
                                  stepsize_controller, adjoint, max_steps, blowup)

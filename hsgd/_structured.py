@@ -66,13 +66,24 @@ class AbstractModeDynamics(eqx.Module):
     r"""A per-mode deterministic equivalent in the form [`StructuredKvaerno5`][] solves.
 
     The state is a dict `F` $(n, n, J)$, `C` $(n, m^*, J)$, `aux` $(k,)$ (plus the solver's
-    bookkeeping leaves; the mode axis is last). Subclasses give the summary (affine in `F`, `C`)
-    and the linear system.
+    bookkeeping leaves; the mode axis is last). Subclasses give the summary (affine in `F`, `C`),
+    the linear system, the error weights, and `affine`: whether the system is affine in the
+    summary at a fixed time (then one Newton correction per stage is exact).
     """
 
+    affine: eqx.AbstractVar[bool]
+
     @abc.abstractmethod
+    def summary_linear(self, F, C) -> Float[Array, " u"]:
+        """The linear part of the coupling summary $u$ (a flat vector)."""
+
+    @abc.abstractmethod
+    def summary_offset(self) -> Float[Array, " u"]:
+        """The constant part of the summary (e.g. the target's contribution to $B$)."""
+
     def summary(self, F, C) -> Float[Array, " u"]:
-        """The coupling summary $u$ (a flat vector, affine in `F` and `C`)."""
+        """The coupling summary $u$ = linear part + offset."""
+        return self.summary_linear(F, C) + self.summary_offset()
 
     @abc.abstractmethod
     def system(self, t, u, aux) -> ModeSystem:
@@ -210,7 +221,8 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
 
     **Arguments:**
 
-    - `newton_steps`: simplified-Newton corrections per stage (default 1).
+    - `newton_steps`: simplified-Newton corrections per stage (default: 1 when the dynamics are
+      `affine` in their summary, else 2).
     """
 
     newton_steps: int = eqx.field(static=True, default=2)
@@ -224,7 +236,7 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
         return 5
 
     def init(self, terms, t0, t1, y0, args):
-        return None
+        return _first_derivative(args, t0, y0)
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
@@ -234,25 +246,26 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
         dtype = y0["F"].dtype
         h = jnp.asarray(t1 - t0).astype(dtype)
         c = h * _ALPHA
-        zero_F, zero_C = jnp.zeros_like(y0["F"]), jnp.zeros_like(y0["C"])
-        s_const = dyn.summary(zero_F, zero_C)
-
-        def linear(k):  # the summary's linear part applied to a stage derivative
-            return dyn.summary(k["F"], k["C"]) - s_const
-
-        u0 = dyn.summary(y0["F"], y0["C"])
+        newton_steps = 1 if (self.newton_steps is None and dyn.affine) else (
+            2 if self.newton_steps is None else self.newton_steps)
+        # First same as last: the tableau is stiffly accurate, so the last stage of the previous
+        # step is f(t0, y0) (recomputed after a jump).
+        if made_jump is False:
+            k0, s_k0, u0 = solver_state
+        else:
+            k0, s_k0, u0 = jax.lax.cond(made_jump, lambda: _first_derivative(dyn, t0, y0),
+                                        lambda: solver_state)
         nu = u0.shape[0]
-        k0 = dyn.field(t0, y0)
         stacked = jax.tree_util.tree_map(
             lambda k: jnp.zeros((_S,) + k.shape, k.dtype).at[0].set(k), k0)
-        sums = jnp.zeros((_S, nu), dtype).at[0].set(linear(k0))
+        sums = jnp.zeros((_S, nu), dtype).at[0].set(s_k0)
 
         def residual(x, ti, base, s_base):
             u, aux = x[:nu], x[nu:]
             sys = dyn.system(ti, u, aux)
             kF, kC = _stage(sys, c, base["F"], base["C"])
             k = _derivative(base, kF, kC, sys.aux_rate)
-            s_k = linear(k)
+            s_k = dyn.summary_linear(kF, kC)
             z = jnp.concatenate([s_base + c * s_k, base["aux"] + c * k["aux"]])
             return x - z, (k, s_k)
 
@@ -283,10 +296,9 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
                 r, k = residual(x, ti, base, s_base)
                 return x - jac_inv @ r, r, k
 
-            r0, k0 = jax.eval_shape(lambda: residual(x, ti, base, s_base))
-            init = (x, jnp.zeros(r0.shape, r0.dtype),
-                    jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), k0))
-            x_next, r, (k, s_k) = jax.lax.fori_loop(0, self.newton_steps + 1, newton, init)
+            shapes = jax.eval_shape(lambda: residual(x, ti, base, s_base))
+            init = (x, *jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
+            _, r, (k, s_k) = jax.lax.fori_loop(0, newton_steps + 1, newton, init)
             scale = jnp.max(jnp.abs(x))
             res = jnp.max(jnp.abs(r)) / jnp.where(scale > 0, scale, 1.0)
             stacked = jax.tree_util.tree_map(lambda a, b: a.at[i].set(b), stacked, k)
@@ -305,4 +317,12 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
         # auxiliary scalars, and the stage equations' residual.
         err = dict(jax.tree_util.tree_map(jnp.zeros_like, err), aux=err["aux"], res=res_max,
                    mag=_aggregate(weights, err["F"], err["C"]))
-        return y1, err, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
+        last = (jax.tree_util.tree_map(lambda a: a[-1], stacked), sums[-1],
+                u0 + h * (jnp.asarray(_B, dtype) @ sums))
+        return y1, err, dict(y0=y0, y1=y1), last, diffrax.RESULTS.successful
+
+
+def _first_derivative(dyn: AbstractModeDynamics, t, y):
+    """`(f(t, y), linear summary of it, summary of y)`: the solver state carried between steps."""
+    k = dyn.field(t, y)
+    return k, dyn.summary_linear(k["F"], k["C"]), dyn.summary(y["F"], y["C"])
