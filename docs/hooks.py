@@ -19,20 +19,7 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parents[1]
 
 # target as autorefs reports it -> the fix in the docstring
-PENDING = {
-    "hsgd._structured.StructuredKvaerno5":
-        "hsgd/_ode.py (ode, _Field): write `StructuredKvaerno5` as code, or export it / add a "
-        "`::: hsgd._structured.StructuredKvaerno5` entry once its API is settled",
-    "hsgd._finite.dynamics.volterra_grid":
-        "hsgd/_finite/dynamics.py (volterra): `volterra_grid` as code (private helper)",
-    "hsgd._finite.dynamics.ode":
-        "hsgd/_finite/dynamics.py (volterra, LinearKvaerno5, module docstring): [`ode`][hsgd.ode]"
-        " (the scoped lookup finds the private finite-data `ode` first)",
-    "hsgd._expectations.trapezoid_normal_nodes":
-        "hsgd/_loss/logistic.py (Logistic.exact_risk) refers to a helper of an uncommitted change "
-        "of hsgd/_expectations.py: once it is committed, add `::: "
-        "hsgd._expectations.trapezoid_normal_nodes` to docs/api/losses.md (as for `default_dt` "
-        "in homogenized.md) or write it as code",
+PENDING: dict[str, str] = {
 }
 
 _seen: set[str] = set()

@@ -62,12 +62,14 @@ from ._noise import (
 )
 from ._ode import (
     Solution as Solution,
+    SGDModes as SGDModes,
     Statistic as Statistic,
     least_squares_as_finite as least_squares_as_finite,
     ode as ode,
 )
 from ._plot import rate_map_figure as rate_map_figure, saturation_figure as saturation_figure
 from ._problem import Problem as Problem
+from ._refinement import CoarseningError as CoarseningError, coarsening_error as coarsening_error
 from ._schedule import (
     AbstractSchedule as AbstractSchedule,
     AbstractTunableSchedule as AbstractTunableSchedule,
@@ -87,6 +89,11 @@ from ._schedule import (
 from ._sde import sde as sde
 from ._sgd import SGDResult as SGDResult, simulate as simulate
 from ._spectrum import Spectrum as Spectrum
+from ._structured import (
+    AbstractModeDynamics as AbstractModeDynamics,
+    ModeSystem as ModeSystem,
+    StructuredKvaerno5 as StructuredKvaerno5,
+)
 from ._sweep import grid as grid, ode_outcomes as ode_outcomes, sweep as sweep
 from ._tune import (
     AbstractPredictor as AbstractPredictor,

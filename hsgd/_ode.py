@@ -33,6 +33,7 @@ from ._structured import (
     ModeSystem,
     StructuredKvaerno5,
     _mT,
+    contract,
     initial_state,
 )
 
@@ -135,7 +136,7 @@ def _finish(problem: Problem, snap, gamma, batch):
     """The observation from a snapshot: risk, distance and critical learning rate."""
     B = snap["B"]
     loss = problem.loss
-    mom = loss.moments(B)
+    mom = loss.error_moments(B, snap["E"]) if "E" in snap else loss.moments(B)
     m = loss.m
     if loss.m == loss.m_star:
         distance = snap["distance"]
@@ -227,7 +228,7 @@ class SGDModes(AbstractModeDynamics):
         target = Us[m:, m:]
         weighted = w * lam * scale
         dyn = cls(loss=loss, schedule=schedule, batch=batch, lam=lam, scale=scale,
-                  target=target, B_target=target @ weighted, weighted=weighted,
+                  target=target, B_target=contract(target, weighted), weighted=weighted,
                   mass=w * scale, error_coords=ec, affine=isinstance(loss, LeastSquares))
         return dyn, Us[:m, :m], Us[:m, m:]
 
@@ -242,33 +243,41 @@ class SGDModes(AbstractModeDynamics):
         return F, C
 
     def summary_linear(self, F, C):
-        if self.error_coords:
-            F, C = F + C + _mT(C), C
+        # The weighted sums of the state blocks themselves: in error coordinates E = Cov(x - x*)
+        # and Cov(x - x*, x*), so the decaying E is never a difference of large numbers.
         iu = jnp.triu_indices(self.m)
-        return jnp.concatenate([(F @ self.weighted)[iu], (C @ self.weighted).ravel()])
+        return jnp.concatenate([contract(F, self.weighted)[iu],
+                                contract(C, self.weighted).ravel()])
 
     def summary_offset(self):
-        if not self.error_coords:
-            m = self.m
-            return jnp.zeros(m * (m + 1) // 2 + m * self.loss.m_star, self.B_target.dtype)
-        iu = jnp.triu_indices(self.m)
-        return jnp.concatenate([self.B_target[iu], self.B_target.ravel()])
+        m = self.m
+        return jnp.zeros(m * (m + 1) // 2 + m * self.loss.m_star, self.B_target.dtype)
 
-    def B(self, u):
-        """$B$ $(p, p)$ from the summary vector."""
+    def _unpack(self, u):
         m = self.m
         iu = jnp.triu_indices(m)
         k = iu[0].shape[0]
-        Bxx = jnp.zeros((m, m), u.dtype).at[iu].set(u[:k])
-        Bxx = Bxx + jnp.triu(Bxx, 1).T
-        Bxt = u[k:].reshape(m, -1)
-        return jnp.concatenate([jnp.concatenate([Bxx, Bxt], axis=1),
-                                jnp.concatenate([Bxt.T, self.B_target], axis=1)], axis=0)
+        Sxx = jnp.zeros((m, m), u.dtype).at[iu].set(u[:k])
+        return Sxx + jnp.triu(Sxx, 1).T, u[k:].reshape(m, -1)
+
+    def B(self, u):
+        """$B$ $(p, p)$ from the summary vector."""
+        Sxx, Sxt = self._unpack(u)
+        if self.error_coords:  # x = (x - x*) + x*
+            Sxx, Sxt = Sxx + Sxt + Sxt.T + self.B_target, Sxt + self.B_target
+        return jnp.concatenate([jnp.concatenate([Sxx, Sxt], axis=1),
+                                jnp.concatenate([Sxt.T, self.B_target], axis=1)], axis=0)
+
+    def moments(self, u):
+        """The loss's moments at the summary (from the error block when there is one)."""
+        if self.error_coords:
+            return self.loss.error_moments(self.B(u), self._unpack(u)[0])
+        return self.loss.moments(self.B(u))
 
     def system(self, t, u, aux):
         dtype = u.dtype
         g = self.schedule(t).astype(dtype)
-        mom = self.loss.moments(self.B(u))
+        mom = self.moments(u)
         m = self.m
         Jx, Jt = mom.J[:, :m], mom.J[:, m:]
         if self.error_coords:
@@ -286,10 +295,13 @@ class SGDModes(AbstractModeDynamics):
     def snapshot(self, problem: Problem, y, statistics):
         r"""B, the distance $\|X - X^*\|^2$ and the statistics from the solver state."""
         F, C = y["F"], y["C"]
-        snap = dict(B=self.B(self.summary(F, C)))
+        u = self.summary(F, C)
+        snap = dict(B=self.B(u))
+        if self.error_coords:
+            snap["E"] = self._unpack(u)[0]
         w = problem.spectrum.weights.astype(F.dtype)
         if self.error_coords:
-            snap["distance"] = jnp.trace(F) @ self.mass
+            snap["distance"] = contract(jnp.trace(F), self.mass)
         if statistics:
             Vxx, Vxt = self._blocks(F, C)
             V = jnp.concatenate([jnp.concatenate([Vxx, Vxt], axis=1),
@@ -369,7 +381,9 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     if solver is None:
         rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
         atol = (1e-8 if single else 1e-12) if atol is None else float(atol)
-        return _solve_structured(problem, schedule, ts, batch, statistics, rtol, atol,
+        # Tolerances as arrays: traced, so a new tolerance does not recompile the solve.
+        return _solve_structured(problem, schedule, ts, batch, statistics,
+                                 jnp.asarray(rtol, ts.dtype), jnp.asarray(atol, ts.dtype),
                                  stepsize_controller, adjoint, max_steps, blowup)
     rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
     atol = (1e-8 if single else 1e-10) if atol is None else float(atol)

@@ -103,7 +103,7 @@ class AbstractModeDynamics(eqx.Module):
 
 
 def initial_state(dynamics: AbstractModeDynamics, F, C, aux):
-    """The solver's state from the per-mode blocks (mode axis last) and the auxiliary scalars,
+    r"""The solver's state from the per-mode blocks (mode axis last) and the auxiliary scalars,
     with three bookkeeping leaves the error control reads (their own values are not integrated):
     `mag`, the weighted aggregates of $|F|$ and $|C|$ (so the controller's $\max(|y_0|, |y_1|)$
     scale of the aggregated errors is the aggregates' size); `res`, a constant 1 whose error is
@@ -114,7 +114,15 @@ def initial_state(dynamics: AbstractModeDynamics, F, C, aux):
 
 
 def _aggregate(weights, F, C):
-    return dict(F=jnp.abs(F) @ weights.T, C=jnp.abs(C) @ weights.T)
+    return dict(F=contract(jnp.abs(F)[..., None, :], weights),
+                C=contract(jnp.abs(C)[..., None, :], weights))
+
+
+def contract(x, w):
+    r"""$\sum_j x_{\dots j} w_{\dots j}$ over the last axis, as a multiply and a reduction:
+    unlike a dot product, its rounding does not depend on how `vmap` batches the call (sweeps
+    on one device and sharded over several give bit-identical tables)."""
+    return jnp.sum(x * w, axis=-1)
 
 
 def _derivative(y, kF, kC, aux_rate):
@@ -201,8 +209,8 @@ _BERR = np.asarray(_KV5.b_error, dtype=float)
 
 def _weighted(coeffs, stacked):
     r"""$\sum_i c_i k_i$ over the leading (stage) axis of every leaf."""
-    return jax.tree_util.tree_map(lambda k: jnp.tensordot(coeffs.astype(k.dtype), k, axes=1),
-                                  stacked)
+    return jax.tree_util.tree_map(
+        lambda k: contract(jnp.moveaxis(k, 0, -1), jnp.asarray(coeffs, k.dtype)), stacked)
 
 
 class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
@@ -272,7 +280,7 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
         def stage_inputs(i, stacked, sums):
             row = jnp.asarray(_A)[i].astype(dtype)
             base = jax.tree_util.tree_map(lambda y, k: y + h * k, y0, _weighted(row, stacked))
-            s_base = u0 + h * (row @ sums)
+            s_base = u0 + h * contract(sums.T, row)
             # Predictor: the previous stage's derivative over the implicit part of this stage.
             x = jnp.concatenate([s_base + c * sums[i - 1], base["aux"] + c * stacked["aux"][i - 1]])
             return t0 + jnp.asarray(_C)[i].astype(dtype) * (t1 - t0), base, s_base, x
@@ -286,7 +294,7 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
         jac_inv = jax.lax.stop_gradient(jnp.linalg.inv(jac))
 
         def body(i, carry):
-            stacked, sums, res_max = carry
+            stacked, sums, res_max, _ = carry
             ti, base, s_base, x = stage_inputs(i, stacked, sums)
 
             def newton(_, carry):
@@ -294,7 +302,7 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
                 # the last pass's evaluation is the stage's (one traced copy of the system).
                 x, _, _ = carry
                 r, k = residual(x, ti, base, s_base)
-                return x - jac_inv @ r, r, k
+                return x - contract(jac_inv, r), r, k
 
             shapes = jax.eval_shape(lambda: residual(x, ti, base, s_base))
             init = (x, *jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
@@ -302,13 +310,16 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
             scale = jnp.max(jnp.abs(x))
             res = jnp.max(jnp.abs(r)) / jnp.where(scale > 0, scale, 1.0)
             stacked = jax.tree_util.tree_map(lambda a, b: a.at[i].set(b), stacked, k)
-            return stacked, sums.at[i].set(s_k), jnp.maximum(res_max, res)
+            z = jax.tree_util.tree_map(lambda b, kk: b + c * kk, base, k)
+            return stacked, sums.at[i].set(s_k), jnp.maximum(res_max, res), z
 
-        stacked, sums, res_max = jax.lax.fori_loop(1, _S, body,
-                                                   (stacked, sums, jnp.zeros((), dtype)))
-        y1 = jax.tree_util.tree_map(lambda y, k: y + h * k, y0, _weighted(_B, stacked))
+        stacked, sums, res_max, y1 = jax.lax.fori_loop(
+            1, _S, body, (stacked, sums, jnp.zeros((), dtype), y0))
+        # The tableau is stiffly accurate: y1 is the last stage value itself. (Summing
+        # y0 + h sum b_i k_i instead leaves eps |y0| of a stiff mode that has decayed, and the
+        # carried f(t1, y1) would then inject it back times h lambda at the next step.)
         err = jax.tree_util.tree_map(lambda k: h * k, _weighted(_BERR, stacked))
-        local = jnp.max(jnp.abs(h * (jnp.asarray(_BERR, dtype) @ sums)))
+        local = jnp.max(jnp.abs(h * contract(sums.T, jnp.asarray(_BERR, dtype))))
         weights = dyn.error_weights()
         y1 = dict(y1, res=y0["res"], acc=y0["acc"] + local,
                   mag=_aggregate(weights, y1["F"], y1["C"]))
@@ -318,7 +329,7 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
         err = dict(jax.tree_util.tree_map(jnp.zeros_like, err), aux=err["aux"], res=res_max,
                    mag=_aggregate(weights, err["F"], err["C"]))
         last = (jax.tree_util.tree_map(lambda a: a[-1], stacked), sums[-1],
-                u0 + h * (jnp.asarray(_B, dtype) @ sums))
+                u0 + h * contract(sums.T, jnp.asarray(_B, dtype)))
         return y1, err, dict(y0=y0, y1=y1), last, diffrax.RESULTS.successful
 
 

@@ -15,7 +15,7 @@ population risk $R(t) = R(x^{\rm gf}_{\Gamma(t)}) + \tfrac12\sum_j\nu_j(S_v)_{jj
 equation $\psi = F + \mathcal K * \psi$ with $F(t) = L(x^{\rm gf}_{\Gamma(t)})$ and kernel
 $\mathcal K(t, s) = \frac{\gamma_s^2}{n}\sum_j\nu_j\lambda_j^2e^{-2\mu_j(\Gamma(t) - \Gamma(s))}$.
 
-* [`ode`][] integrates the per-mode ODE with diffrax. The system is stiff (rates
+* [`ode`][hsgd.ode] integrates the per-mode ODE with diffrax. The system is stiff (rates
   $2\gamma\mu_j$ spanning the spectrum) but *linear* in the variances with a
   diagonal-plus-rank-one matrix, so the default solver is the L-stable ESDIRK method of Kværnø
   (order 5, the `diffrax.Kvaerno5` tableau) whose stage equations are solved exactly by the
@@ -105,7 +105,7 @@ class LinearKvaerno5(diffrax.AbstractAdaptiveSolver):
     $(I + h\alpha\,\mathrm{diag}(a) - h\alpha\,uw^\top)k = r$ is solved exactly by
     Sherman–Morrison. Unconditionally stable in the stiff modes; the rank-one coupling is
     well-posed as long as the kernel norm stays below one (SPEC §2 stability). Only for use
-    with [`ode`][] on a [`FiniteProblem`][] (it reads the problem and schedule from `args`).
+    with [`ode`][hsgd.ode] on a [`FiniteProblem`][] (it reads the problem and schedule from `args`).
     """
 
     term_structure = diffrax.AbstractTerm
@@ -276,11 +276,11 @@ def volterra(problem: FiniteProblem, schedule, ts, *, resolution: float = 1e-3,
     $w^1 = \Delta\Gamma\,(1 - e^{-x})/x - w^0$, and
     $\psi_{k+1} = F(\Gamma_{k+1}) + \tfrac12\sum_j\nu_j\lambda_j\operatorname{Var}_j^{k+1}$ is
     linear in $\psi_{k+1}$. Cost $O(J)$ per step and memory $O(J)$. Second order in the step;
-    the default grid (`resolution` $10^{-3}$, see [`volterra_grid`][]) gives about 7 digits.
+    the default grid (`resolution` $10^{-3}$, see `volterra_grid`) gives about 7 digits.
 
-    **Arguments:** `problem`, `schedule`, `ts` as in [`ode`][]; `resolution`: relative step
+    **Arguments:** `problem`, `schedule`, `ts` as in [`ode`][hsgd.ode]; `resolution`: relative step
     of the graded grid; `grid`: your own increasing grid (must contain 0 and every `ts`);
-    `blowup` as in [`ode`][].
+    `blowup` as in [`ode`][hsgd.ode].
 
     **Returns:** a [`FiniteSolution`][].
     """

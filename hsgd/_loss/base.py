@@ -100,6 +100,15 @@ class AbstractLoss(eqx.Module):
         """$h, J, I, A$ at $B$: closed forms where the loss has them, else the generic path."""
         return self.generic_moments(B)
 
+    def error_moments(self, B: Moment, E) -> Moments:
+        r"""$h, J, I, A$ at $B$ given also $E = \mathbb{E}[(x - x^*)(x - x^*)^\top]$
+        ($m = m^*$), which the deterministic equivalent carries without cancellation (its
+        state is in the coordinates of $X - X^*$). A loss whose moments depend on $B$ through
+        $E$ (least squares: $h = \tfrac12(E + \sigma^2)$) overrides this, so that a risk
+        falling many decades below $\|X^*\|^2$ is not a difference of large numbers; the
+        default ignores $E$."""
+        return self.moments(B)
+
     def risk(self, B: Moment) -> Float[Array, ""]:
         """$h(B) = \\mathbb{E} f$, the population risk of a model with $W^\\top K W = B$."""
         return self.moments(B).h

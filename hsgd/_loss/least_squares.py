@@ -33,7 +33,10 @@ class LeastSquares(AbstractLoss):
         return 0.5 * (B[0, 0] - 2 * B[0, 1] + B[1, 1] + self.noise.std.astype(B.dtype) ** 2)
 
     def moments(self, B):
-        err = B[0, 0] - 2 * B[0, 1] + B[1, 1]
-        h = self.exact_risk(B)
+        return self.error_moments(B, (B[0, 0] - 2 * B[0, 1] + B[1, 1])[None, None])
+
+    def error_moments(self, B, E):
+        err = E[0, 0]
+        h = 0.5 * (err + self.noise.std.astype(B.dtype) ** 2)
         J = jnp.array([[1.0, -1.0]], dtype=B.dtype)
         return Moments(h, J, (2 * h)[None, None], err)
