@@ -18,6 +18,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Bool, Float
 
@@ -289,8 +290,12 @@ class SGDModes(AbstractModeDynamics):
                           aux_rate=jnp.zeros((0,), dtype))
 
     def error_weights(self):
-        # B's weights (so the risk) and the distance's (in error coordinates).
-        return jnp.stack([self.weighted, self.mass])
+        # B's weights (so the risk) and the distance's (in error coordinates), each normalised
+        # by its sum, so that the aggregates start at O(1) (every scaled mode has trace 1) and
+        # atol is relative to the problem's own size.
+        w = jnp.stack([self.weighted, self.mass])
+        total = jnp.sum(w, axis=1, keepdims=True)
+        return w / jnp.where(total > 0, total, 1.0)
 
     def snapshot(self, problem: Problem, y, statistics):
         r"""B, the distance $\|X - X^*\|^2$ and the statistics from the solver state."""
@@ -326,11 +331,13 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     squares (SPEC §2) and returns a [`FiniteSolution`][] (see `hsgd._finite.ode`; `rtol`, `atol`,
     `solver`, `adjoint`, `max_steps` and `blowup` apply to it).
 
-    The default solver is [`StructuredKvaerno5`][] (SPEC §6): L-stable, with the stiff per-mode
-    linear part solved exactly inside each implicit stage, error control relative to every
-    mode's own size in the coordinates of $X - X^*$ (max norm over modes), and the solve stepping
-    onto every output time. It is right on stiff spectra (power laws spanning many decades:
-    $\gamma\lambda_{\max}t$ up to $10^{12}$) at a cost linear in the number of modes.
+    The default solver, when the positive eigenvalues span more than a factor 100 (power laws:
+    stiff), is [`StructuredKvaerno5`][] (SPEC §6): L-stable, with the stiff per-mode linear part
+    solved exactly inside each implicit stage, error control on the aggregates of the moments of
+    $X - X^*$ that the outputs are made of, and the solve stepping onto every output time. It
+    is right on stiff spectra ($\gamma\lambda_{\max}t$ up to $10^{12}$) at a cost linear in
+    the number of modes. On narrower spectra the default is `diffrax.Tsit5()` (explicit, cheaper
+    there); pass `solver=hsgd.StructuredKvaerno5()` to use the structured solver anyway.
 
     **Arguments:**
 
@@ -340,11 +347,12 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     - `ts`: increasing output times $t = k/d \ge 0$ (the solve starts at 0).
     - `batch`: mini-batch size $\beta$ (SGD averages $\beta$ per-sample gradients).
     - `statistics`: optional dict name → [`Statistic`][].
-    - `rtol`, `atol`: tolerances of the default solver's error control, per mode and relative
-      to the mode's size; default $10^{-8}$ and $10^{-12}$ (float32: $10^{-5}$, $10^{-8}$). With
-      another `solver` they go to its `PIDController` (defaults $10^{-7}$, $10^{-10}$).
-    - `solver`: any diffrax solver instead of the default, integrating $V_j$ directly (e.g.
-      `diffrax.Tsit5()`: explicit, for non-stiff spectra only).
+    - `rtol`, `atol`: tolerances. For [`StructuredKvaerno5`][]: on the weighted aggregates of the
+      moments (`atol` relative to their initial size); default $10^{-7}$ and $10^{-12}$
+      (float32: $10^{-5}$, $10^{-8}$). With another `solver` they go to its `PIDController`
+      (defaults $10^{-7}$, $10^{-10}$).
+    - `solver`: [`StructuredKvaerno5`][], or any diffrax solver integrating $V_j$ directly
+      (e.g. `diffrax.Tsit5()`: explicit, for non-stiff spectra only). Default: see above.
     - `stepsize_controller`, `dt0`, `adjoint`, `max_steps`: passed to `diffrax.diffeqsolve`.
       Default adjoint `RecursiveCheckpointAdjoint()` (so `jax.grad` works).
     - `blowup`: the solve stops and reports divergence when $\max|B|$ exceeds
@@ -378,7 +386,9 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
             raise ValueError(f"{name} must be a positive number, got {tol!r}")
     batch = jnp.asarray(batch, dtype=problem.V0.dtype)
     single = problem.V0.dtype == jnp.float32
-    if solver is None:
+    if solver is None and not _stiff(problem):
+        solver = diffrax.Tsit5()
+    if solver is None or isinstance(solver, StructuredKvaerno5):
         rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
         atol = (1e-8 if single else 1e-12) if atol is None else float(atol)
         # Tolerances as arrays: traced, so a new tolerance does not recompile the solve.
@@ -389,6 +399,22 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     atol = (1e-8 if single else 1e-10) if atol is None else float(atol)
     return _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller, dt0,
                   adjoint, max_steps, blowup, rtol, atol)
+
+
+# Spectra spanning more than this ratio (positive eigenvalues) are solved by
+# StructuredKvaerno5 by default; narrower ones by Tsit5, which is cheaper there.
+STIFF_RATIO = 100.0
+
+
+def _stiff(problem: Problem) -> bool:
+    """Whether the default solve should be the structured stiff one: the positive eigenvalues
+    span more than `STIFF_RATIO` (or the spectrum is traced, when it cannot be told)."""
+    lam = problem.spectrum.eigenvalues
+    if isinstance(lam, jax.core.Tracer):
+        return True
+    lam = np.asarray(lam)
+    lam = lam[lam > 0]
+    return lam.size > 0 and float(lam.max()) > STIFF_RATIO * float(lam.min())
 
 
 def _check(ts, batch, gammas):

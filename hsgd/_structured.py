@@ -209,8 +209,16 @@ _BERR = np.asarray(_KV5.b_error, dtype=float)
 
 def _weighted(coeffs, stacked):
     r"""$\sum_i c_i k_i$ over the leading (stage) axis of every leaf."""
-    return jax.tree_util.tree_map(
-        lambda k: contract(jnp.moveaxis(k, 0, -1), jnp.asarray(coeffs, k.dtype)), stacked)
+    def combine(k):
+        # Unrolled over the (few) stages: elementwise over the modes, so XLA fuses it into one
+        # pass and its rounding does not depend on batching.
+        coeffs_ = jnp.asarray(coeffs, k.dtype)
+        out = coeffs_[0] * k[0]
+        for i in range(1, k.shape[0]):
+            out = out + coeffs_[i] * k[i]
+        return out
+
+    return jax.tree_util.tree_map(combine, stacked)
 
 
 class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
