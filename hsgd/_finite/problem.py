@@ -303,7 +303,7 @@ class FiniteProblem(eqx.Module):
                                      _nonnegative("ridge", ridge), float_dtype(dtype))
 
     @classmethod
-    def _gaussian_average(cls, lam, counts, n, d, sigma2, delta, dtype):
+    def _gaussian_average(cls, lam, counts, n, d, sigma2, delta, dtype=None):
         """The summary of `gaussian` averaged over x* ~ N(0, I) and the label noise, given the
         eigenvalues of A^T A (the formulas of `marchenko_pastur`)."""
         pos = lam > 0
