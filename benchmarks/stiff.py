@@ -25,6 +25,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from _common import parser, setup, timed, write
 
 TS = np.concatenate([[0.0], np.logspace(-3, 1, 50)])
@@ -184,8 +185,9 @@ def logistic_rows(hsgd, D):
     kv = hsgd.ode(prob.coarsen(256), GAMMA, ts, solver=diffrax.Kvaerno5(), rtol=1e-10,
                   atol=1e-13)
     rows[-2]["kvaerno5_vs_structured_coarse"] = rel(kv.risk, coarse_ref)
-    print(f"    coarse(256): default vs its rtol 1e-11 solve {rows[-2]['error_vs_coarse_reference']:.2e};"
-          f" diffrax Kvaerno5 1e-10 vs that {rows[-2]['kvaerno5_vs_structured_coarse']:.2e}")
+    print(f"    coarse(256): default vs its rtol 1e-11 solve "
+          f"{rows[-2]['error_vs_coarse_reference']:.2e}; diffrax Kvaerno5 1e-10 vs that "
+          f"{rows[-2]['kvaerno5_vs_structured_coarse']:.2e}")
     return dict(D=D, rows=rows)
 
 

@@ -61,8 +61,8 @@ from ._noise import (
     NoNoise as NoNoise,
 )
 from ._ode import (
-    Solution as Solution,
     SGDModes as SGDModes,
+    Solution as Solution,
     Statistic as Statistic,
     least_squares_as_finite as least_squares_as_finite,
     ode as ode,

@@ -138,7 +138,6 @@ def _finish(problem: Problem, snap, gamma, batch):
     B = snap["B"]
     loss = problem.loss
     mom = loss.error_moments(B, snap["E"]) if "E" in snap else loss.moments(B)
-    m = loss.m
     if loss.m == loss.m_star:
         distance = snap["distance"]
         gamma_crit = 2 * batch * mom.A / (problem.spectrum.mean() * jnp.trace(mom.I))

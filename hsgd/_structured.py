@@ -192,19 +192,45 @@ def _stage(sys: ModeSystem, c, F_base, C_base):
     return kF, kC
 
 
-# Kværnø's ESDIRK 5(4) tableau (diffrax.Kvaerno5): stage i uses row i of `_A` (zero from the
-# diagonal on), the diagonal coefficient `_DIAG` (the same for every implicit stage) and the
-# nodes `_C`.
+# Kværnø's ESDIRK 5(4) tableau (diffrax.Kvaerno5) as Python floats (weakly typed: they keep a
+# float32 state float32), shared with the finite-data solver: nodes, the strictly lower rows of
+# the stages 1..6, the diagonal, the solution and error weights.
 _KV5 = diffrax.Kvaerno5.tableau
-_S = len(_KV5.c) + 1
-_C = np.array([0.0, *map(float, _KV5.c)])
+KV5_C = (0.0, *map(float, _KV5.c))
+KV5_A = [tuple(map(float, row)) for row in _KV5.a_lower]
+KV5_DIAG = tuple(map(float, _KV5.a_diagonal))
+KV5_B = tuple(map(float, _KV5.b_sol))
+KV5_BERR = tuple(map(float, _KV5.b_error))
+
+# The same as arrays for the stage loop here: stage i uses row i of `_A` (zero from the diagonal
+# on) and the diagonal coefficient `_ALPHA` (the same for every implicit stage).
+_S = len(KV5_C)
+_C = np.array(KV5_C)
 _A = np.zeros((_S, _S))
-for _i, _row in enumerate(_KV5.a_lower):
-    _A[_i + 1, :len(_row)] = np.asarray(_row, dtype=float)
-_ALPHA = float(_KV5.a_diagonal[1])
-assert np.allclose(np.asarray(_KV5.a_diagonal[1:], dtype=float), _ALPHA)
-_B = np.asarray(_KV5.b_sol, dtype=float)
-_BERR = np.asarray(_KV5.b_error, dtype=float)
+for _i, _row in enumerate(KV5_A):
+    _A[_i + 1, :len(_row)] = _row
+_ALPHA = KV5_DIAG[1]
+assert np.allclose(KV5_DIAG[1:], _ALPHA)
+_B = np.array(KV5_B)
+_BERR = np.array(KV5_BERR)
+
+
+class AbstractKvaerno5Solver(diffrax.AbstractAdaptiveSolver):
+    """What hsgd's specialised solvers on Kværnø's 5(4) tableau share: any term, local linear
+    dense output (they step onto every output time), order 5 and a fifth-order error estimate
+    for the controller."""
+
+    term_structure = diffrax.AbstractTerm
+    interpolation_cls = diffrax.LocalLinearInterpolation
+
+    def order(self, terms):
+        return 5
+
+    def error_order(self, terms):
+        return 5
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
 
 
 def _weighted(coeffs, stacked):
@@ -221,7 +247,7 @@ def _weighted(coeffs, stacked):
     return jax.tree_util.tree_map(combine, stacked)
 
 
-class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
+class StructuredKvaerno5(AbstractKvaerno5Solver):
     r"""Kværnø's L-stable ESDIRK 5(4) method with structured stage solves, for an
     [`AbstractModeDynamics`][] passed as `args` (see the module docstring; SPEC §6).
 
@@ -241,29 +267,19 @@ class StructuredKvaerno5(diffrax.AbstractAdaptiveSolver):
       `affine` in their summary, else 2).
     """
 
-    newton_steps: int = eqx.field(static=True, default=2)
-    term_structure = diffrax.AbstractTerm
-    interpolation_cls = diffrax.LocalLinearInterpolation
-
-    def order(self, terms):
-        return 5
-
-    def error_order(self, terms):
-        return 5
+    newton_steps: int | None = eqx.field(static=True, default=None)
 
     def init(self, terms, t0, t1, y0, args):
         return _first_derivative(args, t0, y0)
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         dyn: AbstractModeDynamics = args
         dtype = y0["F"].dtype
         h = jnp.asarray(t1 - t0).astype(dtype)
         c = h * _ALPHA
-        newton_steps = 1 if (self.newton_steps is None and dyn.affine) else (
-            2 if self.newton_steps is None else self.newton_steps)
+        newton_steps = self.newton_steps
+        if newton_steps is None:
+            newton_steps = 1 if dyn.affine else 2
         # First same as last: the tableau is stiffly accurate, so the last stage of the previous
         # step is f(t0, y0) (recomputed after a jump).
         if made_jump is False:

@@ -38,6 +38,7 @@ from .._blowup import after_first, nan_where
 from .._custom_types import Times
 from .._schedule import as_schedule
 from .._sgd import check_times
+from .._structured import KV5_A, KV5_B, KV5_BERR, KV5_C, KV5_DIAG, AbstractKvaerno5Solver
 from .problem import FiniteProblem
 
 
@@ -87,16 +88,10 @@ def _finish(problem, ts, loss, risk, gamma, Gamma, bad, num_steps):
 
 # ---------------------------------------------------------------------- the per-mode ODE
 
-# The tableau as Python floats (weakly typed: they keep a float32 state float32).
-_KV5 = diffrax.Kvaerno5.tableau
-_C = (0.0, *map(float, _KV5.c))
-_A = [tuple(map(float, row)) for row in _KV5.a_lower]
-_DIAG = tuple(map(float, _KV5.a_diagonal))
-_B = tuple(map(float, _KV5.b_sol))
-_BERR = tuple(map(float, _KV5.b_error))
+_C, _A, _DIAG, _B, _BERR = KV5_C, KV5_A, KV5_DIAG, KV5_B, KV5_BERR
 
 
-class LinearKvaerno5(diffrax.AbstractAdaptiveSolver):
+class LinearKvaerno5(AbstractKvaerno5Solver):
     r"""Kværnø's L-stable ESDIRK 5(4) method specialised to the finite-data variance ODE.
 
     The state is $(\Gamma, \operatorname{Var}e)$; $\Gamma' = \gamma_t$ is explicit and the
@@ -107,15 +102,6 @@ class LinearKvaerno5(diffrax.AbstractAdaptiveSolver):
     well-posed as long as the kernel norm stays below one (SPEC §2 stability). Only for use
     with [`ode`][hsgd.ode] on a [`FiniteProblem`][] (it reads the problem and schedule from `args`).
     """
-
-    term_structure = diffrax.AbstractTerm
-    interpolation_cls = diffrax.LocalLinearInterpolation
-
-    def order(self, terms):
-        return 5
-
-    def error_order(self, terms):
-        return 5
 
     def init(self, terms, t0, t1, y0, args):
         return None
@@ -150,8 +136,6 @@ class LinearKvaerno5(diffrax.AbstractAdaptiveSolver):
                h * sum(b * k for b, k in zip(_BERR, kv)))
         return y1, err, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
 
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
 
 def ode(problem: FiniteProblem, schedule, ts, *, solver: diffrax.AbstractSolver | None = None,
