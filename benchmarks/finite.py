@@ -40,7 +40,7 @@ def agreement(hsgd):
     print(f"{'gamma/gmax':>10} {'ode-volt':>9} {'loss err':>9} {'risk err':>9} {'SE/mean':>8} "
           f"{'ode s':>7} {'volt s':>7} {'sgd s':>7}")
     for frac in (0.3, 0.6, 0.9):
-        g = frac * float(hsgd.gamma_max(prob))
+        g = frac * float(hsgd.theory.gamma_max(prob))
         _, t_ode, a = timed(lambda: hsgd.ode(prob, g, ts), repeats=1)
         _, t_vol, b = timed(lambda: hsgd.volterra(prob, g, ts), repeats=1)
         start = time.perf_counter()
@@ -65,7 +65,7 @@ def power_law(hsgd):
     lam *= n / lam.sum()
     prob = hsgd.FiniteProblem.from_spectrum(lam, np.ones(d), n, loss_min=100.0)
     ts = jnp.asarray(np.concatenate([[0.0], np.logspace(-3, 4, 50)]))
-    g = 0.5 * float(hsgd.gamma_max(prob))
+    g = 0.5 * float(hsgd.theory.gamma_max(prob))
     c_ode, t_ode, a = timed(lambda: hsgd.ode(prob, g, ts))
     c_vol, t_vol, b = timed(lambda: hsgd.volterra(prob, g, ts))
     row = dict(modes=d, decades=float(np.log10(lam.max() / lam.min())), horizon=1e4,
@@ -81,13 +81,13 @@ def power_law(hsgd):
 
 def criticality(hsgd, n=8000, d=4000):
     prob = hsgd.FiniteProblem.gaussian(n, d, 1, noise_std=0.3)
-    gm = float(hsgd.gamma_max(prob))
+    gm = float(hsgd.theory.gamma_max(prob))
     ts = jnp.linspace(0, 150, 16)
     out = {}
     g = 0.95 * gm
     pred = hsgd.volterra(prob, g, ts)
     res = hsgd.simulate(prob, g, ts, jax.random.key(0), num_runs=8)
-    limit = float(hsgd.limit_loss(prob, g))
+    limit = float(hsgd.theory.limit_loss(prob, g))
     out["below"] = dict(gamma=g, limit=limit, predicted_final=float(pred.loss[-1]),
                         sgd_final=float(np.mean(res.loss[:, -1])),
                         predicted_error=abs(float(pred.loss[-1]) / limit - 1),
@@ -109,23 +109,23 @@ def criticality(hsgd, n=8000, d=4000):
           f"{out['above']['sgd_diverged']}")
     n, d = 2000, 1000
     clean = hsgd.FiniteProblem.gaussian(n, d, 3)
-    gs = hsgd.phase_transition_stepsize(n, d)
+    gs = hsgd.theory.phase_transition_stepsize(n, d)
     ts = jnp.linspace(0, 160, 161)
     rates = []
     for frac, (i, j) in ((0.5, (120, 160)), (0.8, (70, 100)), (0.95, (60, 100)),
                          (0.99, (60, 100))):
-        g = frac * float(hsgd.gamma_max(clean))
+        g = frac * float(hsgd.theory.gamma_max(clean))
         sol = hsgd.volterra(clean, g, ts)
-        ex = np.asarray(sol.loss) - float(hsgd.limit_loss(clean, g))
+        ex = np.asarray(sol.loss) - float(hsgd.theory.limit_loss(clean, g))
         measured = -(np.log(ex[j]) - np.log(ex[i])) / (ts[j] - ts[i])
-        predicted = float(hsgd.asymptotic_rate(clean, g))
+        predicted = float(hsgd.theory.asymptotic_rate(clean, g))
         rates.append(dict(fraction=frac, side="below gamma*" if g < gs else "above gamma*",
                           measured=float(measured), predicted=predicted,
                           error=abs(float(measured) / predicted - 1), window=[i, j]))
         print(f"  rate at {frac:.2f} gmax ({rates[-1]['side']}): measured {measured:.4f}, "
               f"2 gamma lambda* = {predicted:.4f} ({rates[-1]['error']:.1%})")
     out["rates"] = rates
-    out["gamma_star_over_gamma_max"] = gs / float(hsgd.gamma_max(clean))
+    out["gamma_star_over_gamma_max"] = gs / float(hsgd.theory.gamma_max(clean))
     return out
 
 
@@ -148,7 +148,7 @@ def digits(hsgd, runs=8):
         pred = hsgd.volterra(prob, g, ts)
         res = hsgd.simulate(prob, g, ts, jax.random.key(0), num_runs=runs)
         row = dict(fraction_of_row_limit=frac, gamma=g, gamma_over_gamma_max=g / float(
-            hsgd.gamma_max(prob)), loss_error=rel(pred.loss, np.mean(res.loss, 0)),
+            hsgd.theory.gamma_max(prob)), loss_error=rel(pred.loss, np.mean(res.loss, 0)),
             test_error=rel(pred.risk, np.mean(res.risk, 0)), bound=0.10 if frac < 0.9 else None)
         out.append(row)
         print(f"digits RF, gamma = {frac} x 2/max|a|^2 = {g:.3f}: train {row['loss_error']:.2%},"

@@ -38,7 +38,7 @@ def agreement(hsgd, runs=16):
     for beta, gamma, delta in ((1, 0.5, 0.0), (30, 0.3, 0.0), (300, 0.02, 0.9),
                                (1500, 0.05, 0.5)):
         zeta = beta / prob.n
-        rate = float(hsgd.momentum_rate(prob, gamma, delta, zeta))
+        rate = float(hsgd.theory.momentum_rate(prob, gamma, delta, zeta))
         K = int(round(4 / -np.log(rate)))
         ks = np.rint(np.linspace(0, K, 41)).astype(int)
         first, best, rec = timed(lambda: hsgd.momentum_recursion(prob, gamma, ks, batch=beta,
@@ -54,7 +54,7 @@ def agreement(hsgd, runs=16):
                    loss_error=float(np.max(np.abs(np.asarray(rec.loss) / m - 1))),
                    risk_error=float(np.max(np.abs(np.asarray(rec.risk) / mr - 1))),
                    max_se_over_mean=float(np.max(loss.std(0, ddof=1) / np.sqrt(runs) / m)),
-                   final_over_limit=float(m[-1] / float(hsgd.momentum_limit_loss(
+                   final_over_limit=float(m[-1] / float(hsgd.theory.momentum_limit_loss(
                        prob, gamma, delta, zeta))),
                    bound=0.02, recursion_s=best, recursion_first_s=first, sgd_s=t_sgd,
                    diverged_runs=int(np.sum(np.asarray(sim.diverged))))
@@ -66,10 +66,10 @@ def agreement(hsgd, runs=16):
 
 
 def _measure(hsgd, prob, zeta, gamma, delta):
-    rate = float(hsgd.momentum_rate(prob, gamma, delta, zeta))
-    lam = float(hsgd.gdm_rate(prob, gamma, delta, zeta))
-    xi = float(hsgd.momentum_noise_rate(prob, gamma, delta, zeta))
-    limit = float(hsgd.momentum_limit_loss(prob, gamma, delta, zeta))
+    rate = float(hsgd.theory.momentum_rate(prob, gamma, delta, zeta))
+    lam = float(hsgd.theory.gdm_rate(prob, gamma, delta, zeta))
+    xi = float(hsgd.theory.momentum_noise_rate(prob, gamma, delta, zeta))
+    limit = float(hsgd.theory.momentum_limit_loss(prob, gamma, delta, zeta))
     K = int(min(25 / -np.log(rate), 400_000))
     rec = hsgd.momentum_recursion(prob, gamma, [K], batch_fraction=zeta, momentum=delta)
     excess = (np.asarray(rec.loss_path) - limit) / limit
@@ -89,20 +89,20 @@ def _measure(hsgd, prob, zeta, gamma, delta):
 
 def rates(hsgd):
     prob = hsgd.FiniteProblem.gaussian(3000, 1500, noise_std=0.3)
-    cond = hsgd.conditioning(prob)
+    cond = hsgd.theory.conditioning(prob)
     cross = float(cond.crossover)
     out = []
     cases = []
     for zeta, delta, frac in ((0.01, 0.0, 0.9), (0.05, 0.8, 0.8), (0.05, 0.5, 0.9),
                               (0.2, 0.5, 0.8), (0.2, 0.0, 0.9), (0.01, 0.0, 0.5),
                               (0.2, 0.5, 0.5)):
-        cases.append((zeta, frac * float(hsgd.momentum_stepsize_limit(prob, delta, zeta)),
+        cases.append((zeta, frac * float(hsgd.theory.momentum_stepsize_limit(prob, delta, zeta)),
                       delta))
     for zeta, delta in ((0.7, 0.55), (0.8, 0.6), (0.9, 0.7)):  # every root complex
         cases.append((zeta, 1.2 * (1 - np.sqrt(delta)) ** 2 / (zeta * float(cond.mu_min)),
                       delta))
     cases.append((1.0, 0.05, 0.0))  # no noise, real roots: an edge case
-    opt = hsgd.optimize_momentum(prob, 0.8)
+    opt = hsgd.theory.optimize_momentum(prob, 0.8)
     cases.append((0.8, float(opt.gamma), float(opt.momentum)))
     print(f"ICR {float(cond.icr):.3f}, crossover zeta = ICR/(1+ICR) = {cross:.3f}")
     print(f"{'zeta':>5} {'side':>6} {'gamma':>7} {'Delta':>5} {'Lambda':>8} {'Xi^-1':>8} "
@@ -129,7 +129,7 @@ def saturation(hsgd):
         prob = hsgd.FiniteProblem.gaussian(n, d)
         zs = np.geomspace(0.002, 0.95, 16)
         start = time.perf_counter()
-        sat = jax.block_until_ready(hsgd.batch_saturation(prob, zs, iterations=100,
+        sat = jax.block_until_ready(hsgd.theory.batch_saturation(prob, zs, iterations=100,
                                                           epochs=2))
         elapsed = time.perf_counter() - start
         ex = -np.log(np.asarray(sat.rate))
@@ -161,14 +161,14 @@ def heat_map(hsgd):
     prob = hsgd.FiniteProblem.gaussian(2000, 1000)
     zs = (0.85, 0.7, 0.5, 0.25)
     start = time.perf_counter()
-    maps = hsgd.rate_maps(prob, zs, num_gammas=40, num_momenta=40)
+    maps = hsgd.theory.rate_maps(prob, zs, num_gammas=40, num_momenta=40)
     elapsed = time.perf_counter() - start
     out = []
     for i, z in enumerate(zs):
         r = np.where(maps["rates"][i] < 1, maps["rates"][i], np.inf)
         j, k = np.unravel_index(np.argmin(r), r.shape)
-        talk = hsgd.near_optimal_parameters(prob, z)
-        paper = hsgd.near_optimal_parameters(prob, z, "paper")
+        talk = hsgd.theory.near_optimal_parameters(prob, z)
+        paper = hsgd.theory.near_optimal_parameters(prob, z, "paper")
         row = dict(batch_fraction=z, grid_best_rate=float(r[j, k]),
                    grid_best_momentum=float(maps["momenta"][j]),
                    grid_best_gamma=float(maps["gammas"][k]),
@@ -205,15 +205,15 @@ def invalid(hsgd):
         except ValueError as e:
             out[label] = str(e)
     zeta, delta = 0.1, 0.5
-    limit = float(hsgd.momentum_stepsize_limit(prob, delta, zeta))
+    limit = float(hsgd.theory.momentum_stepsize_limit(prob, delta, zeta))
     rec = hsgd.momentum_recursion(prob, 1.2 * limit, np.arange(0, 3001, 100),
                                   batch_fraction=zeta, momentum=delta)
     sim = hsgd.simulate_momentum(prob, 1.2 * limit, np.arange(0, 3001, 100), jax.random.key(0),
                                  batch=60, momentum=delta, num_runs=4)
     out["gamma=1.2 limit"] = dict(
         gamma=1.2 * limit, limit=limit,
-        converges=bool(hsgd.momentum_converges(prob, 1.2 * limit, delta, zeta)),
-        rate=float(hsgd.momentum_rate(prob, 1.2 * limit, delta, zeta)),
+        converges=bool(hsgd.theory.momentum_converges(prob, 1.2 * limit, delta, zeta)),
+        rate=float(hsgd.theory.momentum_rate(prob, 1.2 * limit, delta, zeta)),
         recursion_diverged=bool(rec.diverged),
         recursion_divergence_iteration=float(rec.divergence_iteration),
         sgd_diverged=np.asarray(sim.diverged).tolist(),

@@ -127,7 +127,7 @@ def _lockstep_overhead(steps_in_order, chunk, lanes):
 def _drift_cost(prob, lanes, repeats=40):
     """Seconds per point of one drift evaluation, single and vmapped over `lanes` points (a
     `fori_loop` of evaluations inside one jitted call: no dispatch in the timing)."""
-    from hsgd._ode import drift
+    from hsgd._dynamics.streaming_sgd import drift
 
     out = {}
     for width in (1, lanes):

@@ -127,3 +127,22 @@ def with_plain_errors(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def check_times(ts) -> np.ndarray:
+    """`ts` as a float64 NumPy array, checked to be 1-D, non-empty, >= 0 and non-decreasing."""
+    ts_np = np.asarray(ts, dtype=float)
+    if ts_np.ndim != 1 or ts_np.size == 0 or np.any(ts_np < 0) or np.any(np.diff(ts_np) < 0):
+        raise ValueError(f"ts must be a non-empty, non-decreasing 1-D array of times >= 0, "
+                         f"got {ts_np}")
+    return ts_np
+
+
+def check_iterations(iterations) -> np.ndarray:
+    """`iterations` as int64 NumPy, checked: 1-D, non-empty, integers >= 0, non-decreasing."""
+    ks = np.asarray(iterations)
+    if ks.ndim != 1 or ks.size == 0 or np.any(ks < 0) or np.any(np.diff(ks) < 0) or not \
+            np.all(np.asarray(ks, dtype=float) == np.rint(np.asarray(ks, dtype=float))):
+        raise ValueError(f"iterations must be a non-empty, non-decreasing 1-D array of "
+                         f"integers >= 0, got {ks}")
+    return np.asarray(ks, dtype=np.int64)

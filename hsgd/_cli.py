@@ -12,25 +12,22 @@ import numpy as np
 
 from ._checks import CheckError, plain_errors
 from ._config import ConfigError, Job, SweepJob, TuneJob, load, load_sweep, load_tune
-from ._finite import (
-    FiniteProblem,
+from ._dynamics.finite_heavy_ball import momentum_recursion
+from ._io import write_atomic, write_csv, write_json
+from ._methods import ode, sde, simulate, volterra
+from ._plot import finite_figure, risk_figure, sweep_figure, tune_figure
+from ._problem import FiniteProblem
+from ._progress import simulation, sweep_chunks, tuning_steps
+from ._simulate.finite_heavy_ball import simulate_momentum
+from ._sweep import ode_outcomes, sweep
+from .theory import (
     gamma_max,
     limit_loss,
     limit_risk,
     momentum_limit_loss,
     momentum_limit_risk,
-    momentum_recursion,
     momentum_stepsize_limit,
-    simulate_momentum,
-    volterra,
 )
-from ._io import write_atomic, write_csv, write_json
-from ._ode import ode
-from ._plot import finite_figure, risk_figure, sweep_figure, tune_figure
-from ._progress import simulation, sweep_chunks, tuning_steps
-from ._sde import sde
-from ._sgd import simulate
-from ._sweep import ode_outcomes, sweep
 
 
 def main(argv=None) -> int:

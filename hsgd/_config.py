@@ -14,11 +14,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ._finite import FiniteProblem, gamma_max, momentum_stepsize_limit
-from ._finite.problem import read_npz
 from ._loss import AbstractLoss, CustomLoss, LeastSquares, Logistic, PhaseRetrieval, Softmax
 from ._noise import BernoulliTeacher, GaussianNoise, NoNoise
-from ._problem import Problem
+from ._problem import FiniteProblem, Problem
+from ._problem.finite import read_npz
 from ._schedule import (
     AbstractSchedule,
     Constant,
@@ -30,6 +29,7 @@ from ._schedule import (
     WarmupDecay,
 )
 from ._spectrum import Spectrum
+from .theory import gamma_max, momentum_stepsize_limit
 
 
 class ConfigError(ValueError):

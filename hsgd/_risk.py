@@ -59,3 +59,23 @@ def monte_carlo_risk(loss: AbstractLoss, B, key, num_samples: int = DEFAULT_RISK
 
     g = 0.5 * (values(z, k_plus) + values(-z, k_minus))
     return jnp.mean(g), jnp.std(g, ddof=1) / jnp.sqrt(jnp.asarray(pairs, B.dtype))
+
+
+def observe(problem, X):
+    r"""$B = W^\top K W$ and $\|X - X^*\|^2$ (NaN when $m \ne m^*$) of one iterate $X$, exact
+    — what SGD and homogenized-SGD paths record (their risk comes from $B$ by
+    [`risk_estimate`][])."""
+    W = jnp.concatenate([X, problem.X_star], axis=1)
+    B = (W.T * problem.spectrum.eigenvalues.astype(X.dtype)) @ W
+    dist = (jnp.sum((X - problem.X_star) ** 2) if problem.loss.m == problem.loss.m_star
+            else jnp.full((), jnp.nan, X.dtype))
+    return B, dist
+
+
+def risks_of(loss, B, keys, num_samples: int):
+    r"""`risk_estimate` over leading axes: `B` $(\dots, p, p)$ and one key per matrix (`keys`
+    of shape `B.shape[:-2]`); returns (risk, SE), each of shape `B.shape[:-2]`."""
+    flat_B = B.reshape((-1, *B.shape[-2:]))
+    flat_k = keys.reshape((flat_B.shape[0], *keys.shape[B.ndim - 2:]))
+    risk, se = jax.vmap(lambda b, k: risk_estimate(loss, b, k, num_samples))(flat_B, flat_k)
+    return risk.reshape(B.shape[:-2]), se.reshape(B.shape[:-2])

@@ -31,10 +31,9 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from ._checks import check
-from ._finite import FiniteProblem
 from ._io import write_csv, write_json
-from ._ode import ode
-from ._problem import Problem
+from ._methods import ode
+from ._problem import FiniteProblem, Problem
 from ._schedule import Constant
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import hsgd
-from hsgd import _finite as finite
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +77,7 @@ def test_ode_matches_matrix_exponential():
 def test_ode_and_volterra_agree_with_population(gaussian, fraction):
     # Two independent discretisations (adaptive ESDIRK at rtol 1e-9; exponential product
     # trapezoid at resolution 1e-3, measured ~5e-7): agree to 2e-6.
-    g = fraction * hsgd.gamma_max(gaussian)
+    g = fraction * hsgd.theory.gamma_max(gaussian)
     ts = jnp.linspace(0, 20, 21)
     a, b = hsgd.ode(gaussian, g, ts), hsgd.volterra(gaussian, g, ts)
     np.testing.assert_allclose(a.loss, b.loss, rtol=2e-6)
@@ -98,32 +97,32 @@ def test_schedule_and_ridge_ode_vs_volterra_and_tsit5():
                                             x_opt_coords=np.ones(d) * 0.1,
                                             sigma=np.ones(d) / d, target_shift=np.ones(d) * 0.2,
                                             noise_var=0.1)
-    sched = hsgd.Cosine(0.8 * hsgd.gamma_max(prob), 8.0, final=0.05)
+    sched = hsgd.Cosine(0.8 * hsgd.theory.gamma_max(prob), 8.0, final=0.05)
     ts = jnp.linspace(0, 8, 9)
     a = hsgd.ode(prob, sched, ts)
     b = hsgd.volterra(prob, sched, ts)
-    c = finite.ode(prob, sched, ts, solver=__import__("diffrax").Tsit5())
+    c = hsgd.ode(prob, sched, ts, solver=__import__("diffrax").Tsit5())
     for other in (b, c):
         np.testing.assert_allclose(a.loss, other.loss, rtol=1e-5)
         np.testing.assert_allclose(a.risk, other.risk, rtol=1e-5)
 
 
 def test_theory_limit_and_divergence(gaussian):
-    g = 0.7 * hsgd.gamma_max(gaussian)
+    g = 0.7 * hsgd.theory.gamma_max(gaussian)
     # gamma_max = 2n / tr(A^T A) without ridge (SPEC §2), checked on the data.
     A = np.asarray(gaussian.data.A)
-    np.testing.assert_allclose(hsgd.gamma_max(gaussian), 2 * 600 / np.sum(A**2), rtol=1e-10)
+    np.testing.assert_allclose(hsgd.theory.gamma_max(gaussian), 2 * 600 / np.sum(A**2), rtol=1e-10)
     sol = hsgd.volterra(gaussian, g, jnp.array([0.0, 400.0]))
     # By t = 400 every mode is forgotten (slowest rate 2 g lam* ~ 0.2): closed-form limits.
-    np.testing.assert_allclose(sol.loss[-1], hsgd.limit_loss(gaussian, g), rtol=1e-6)
-    np.testing.assert_allclose(sol.risk[-1], hsgd.limit_risk(gaussian, g), rtol=1e-6)
+    np.testing.assert_allclose(sol.loss[-1], hsgd.theory.limit_loss(gaussian, g), rtol=1e-6)
+    np.testing.assert_allclose(sol.risk[-1], hsgd.theory.limit_risk(gaussian, g), rtol=1e-6)
     for solve in (hsgd.ode, hsgd.volterra):
-        above = solve(gaussian, 1.05 * hsgd.gamma_max(gaussian), jnp.linspace(0, 200, 21))
+        above = solve(gaussian, 1.05 * hsgd.theory.gamma_max(gaussian), jnp.linspace(0, 200, 21))
         assert above.diverged and np.isfinite(above.divergence_time)
         assert np.all(np.isnan(above.loss[-1]))
-        below = solve(gaussian, 0.95 * hsgd.gamma_max(gaussian), jnp.linspace(0, 200, 21))
+        below = solve(gaussian, 0.95 * hsgd.theory.gamma_max(gaussian), jnp.linspace(0, 200, 21))
         assert not below.diverged
-    assert np.isinf(hsgd.limit_loss(gaussian, 1.01 * hsgd.gamma_max(gaussian)))
+    assert np.isinf(hsgd.theory.limit_loss(gaussian, 1.01 * hsgd.theory.gamma_max(gaussian)))
 
 
 def test_decay_rate_matches_malthusian_root_on_both_sides_of_phase_transition():
@@ -133,16 +132,16 @@ def test_decay_rate_matches_malthusian_root_on_both_sides_of_phase_transition():
     # of the rate, inside the 5%. Above gamma* the root is isolated: 1% suffices.
     n, d = 1200, 600
     prob = hsgd.FiniteProblem.gaussian(n, d, 3)
-    gm, gs = float(hsgd.gamma_max(prob)), hsgd.phase_transition_stepsize(n, d)
+    gm, gs = float(hsgd.theory.gamma_max(prob)), hsgd.theory.phase_transition_stepsize(n, d)
     assert 0.85 * gm < gs < 0.92 * gm  # r = 1/2: gamma* = 2 / 1.121 in these units
     ts = jnp.linspace(0, 160, 161)
     for fraction, window, tol in ((0.5, (120, 160), 0.05), (0.97, (60, 100), 0.01)):
         g = fraction * gm
         sol = hsgd.volterra(prob, g, ts)
-        excess = np.asarray(sol.loss) - float(hsgd.limit_loss(prob, g))
+        excess = np.asarray(sol.loss) - float(hsgd.theory.limit_loss(prob, g))
         i, j = window
         measured = -(np.log(excess[j]) - np.log(excess[i])) / (ts[j] - ts[i])
-        predicted = float(hsgd.asymptotic_rate(prob, g))
+        predicted = float(hsgd.theory.asymptotic_rate(prob, g))
         assert (g < gs) == (fraction == 0.5)
         assert abs(measured / predicted - 1) < tol, (fraction, measured, predicted)
 
@@ -160,9 +159,9 @@ def test_phase_transition_closed_form_vs_quadrature():
         dens = np.sqrt((b - x) * (x - a)) / (2 * np.pi * sc * rho * x)
         dx = 2 * (b - a) * np.sin(th) * np.cos(th) * (np.pi / 2) / 4000
         integral = mass * np.sum(x**2 / (x - a) * dens * dx)
-        np.testing.assert_allclose(hsgd.phase_transition_stepsize(n, d), 2 * n / (d * integral),
+        np.testing.assert_allclose(hsgd.theory.phase_transition_stepsize(n, d), 2 * n / (d * integral),
                                    rtol=1e-5)
-        np.testing.assert_allclose(hsgd.marchenko_pastur_edge(n, d), a, rtol=1e-12)
+        np.testing.assert_allclose(hsgd.theory.marchenko_pastur_edge(n, d), a, rtol=1e-12)
 
 
 def test_marchenko_pastur_limit_matches_large_sample():
@@ -185,7 +184,7 @@ def test_sgd_matches_deterministic_equivalent(gaussian):
     # Mean of 16 SGD runs vs the Volterra curve at n = 600: |mean - pred| <= 5 SE + 2% (the
     # 2% is the O(gamma/n)-level bias of the homogenized limit at this small n; the issue's
     # 2% check at n = 4000 lives in benchmarks/finite.py).
-    g = 0.5 * hsgd.gamma_max(gaussian)
+    g = 0.5 * hsgd.theory.gamma_max(gaussian)
     ts = jnp.linspace(0, 5, 6)
     pred = hsgd.volterra(gaussian, g, ts)
     res = hsgd.simulate(gaussian, g, ts, jax.random.key(0), num_runs=16)
@@ -204,7 +203,7 @@ def test_sgd_matches_deterministic_equivalent(gaussian):
 
 
 def test_reshuffling_visits_every_row_once_per_epoch():
-    from hsgd._finite.sgd import _batch_indices
+    from hsgd._simulate.finite_sgd import _batch_indices
 
     n, batch = 12, 4
     perm, pos, key = jnp.arange(n), jnp.asarray(n), jax.random.key(0)
@@ -220,7 +219,7 @@ def test_reshuffling_visits_every_row_once_per_epoch():
 
 
 def test_sgd_divergence_past_gamma_max(gaussian):
-    res = hsgd.simulate(gaussian, 1.3 * hsgd.gamma_max(gaussian), jnp.linspace(0, 30, 7),
+    res = hsgd.simulate(gaussian, 1.3 * hsgd.theory.gamma_max(gaussian), jnp.linspace(0, 30, 7),
                         jax.random.key(0), num_runs=2)
     assert np.all(res.diverged)
 
@@ -251,7 +250,7 @@ def test_float32(gaussian):
         lambda x: x.astype(jnp.float32) if isinstance(x, jax.Array) and x.dtype == jnp.float64
         else x, gaussian)
     ts = jnp.linspace(0, 10, 6)
-    g = 0.6 * hsgd.gamma_max(gaussian)
+    g = 0.6 * hsgd.theory.gamma_max(gaussian)
     ref = hsgd.volterra(gaussian, g, ts)
     for solve in (hsgd.ode, hsgd.volterra):
         sol = solve(p32, jnp.float32(g), ts)
@@ -305,7 +304,7 @@ def test_finite_sde_mean_follows_volterra():
     # within 4 SE + 1% (1% covers the Euler-Maruyama bias at the default step, ~0.5%, and
     # round-off; SE from the paths themselves). The paths must actually fluctuate.
     prob = hsgd.FiniteProblem.gaussian(400, 200, 2, noise_std=0.3, ridge=0.05)
-    g = 0.6 * hsgd.gamma_max(prob)
+    g = 0.6 * hsgd.theory.gamma_max(prob)
     ts = jnp.linspace(0, 3, 4)
     pred = hsgd.volterra(prob, g, ts)
     res = hsgd.sde(prob, g, ts, jax.random.key(0), num_paths=32)
@@ -313,7 +312,7 @@ def test_finite_sde_mean_follows_volterra():
         mean, se = np.mean(x, 0), np.std(x, 0, ddof=1) / np.sqrt(32)
         assert np.all(np.abs(mean - p) <= 4 * se + 0.01 * p), (mean, p)
         assert np.all(se[1:] > 0)
-    assert np.all(hsgd.sde(prob, 1.3 * hsgd.gamma_max(prob), jnp.linspace(0, 60, 4),
+    assert np.all(hsgd.sde(prob, 1.3 * hsgd.theory.gamma_max(prob), jnp.linspace(0, 60, 4),
                            jax.random.key(1), num_paths=2).diverged)
     with pytest.raises(ValueError, match="one mode per eigen-direction"):
         hsgd.sde(hsgd.FiniteProblem.marchenko_pastur(100, 50), 0.5, ts, jax.random.key(0))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import hsgd
-from hsgd._finite.momentum_sgd import _draw_batch
-from hsgd._finite.momentum_theory import _malthusian
+from hsgd._simulate.finite_heavy_ball import _draw_batch
+from hsgd.theory.momentum import _malthusian
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +128,11 @@ def test_generating_function_matches_direct_kernel_sum():
         kernel.append(gamma**2 * zeta * (1 - zeta) / 50 * np.sum(lam**2 * u**2))
         u, u_prev = c * u - delta * u_prev, u
     kernel = np.array(kernel)
-    edge = float(hsgd.gdm_rate(prob, gamma, delta, zeta))
+    edge = float(hsgd.theory.gdm_rate(prob, gamma, delta, zeta))
     for r in (edge + 0.05, 0.95, 1.0):
         direct = np.sum(kernel * r ** -(np.arange(3000) + 1.0))
         np.testing.assert_allclose(_malthusian(prob, gamma, delta, zeta, r), direct, rtol=1e-10)
-    np.testing.assert_allclose(hsgd.momentum_kernel_norm(prob, gamma, delta, zeta),
+    np.testing.assert_allclose(hsgd.theory.momentum_kernel_norm(prob, gamma, delta, zeta),
                                kernel.sum(), rtol=1e-10)
 
 
@@ -140,12 +140,12 @@ def test_limits_match_long_recursion(gaussian):
     # psi_inf = L_min / (1 - |K|) and the stationary risk: the recursion run until
     # psi_k - psi_inf is below round-off (rate^K < 1e-14) must sit on them (rtol 1e-9).
     zeta, gamma, delta = 0.1, 0.1, 0.5
-    rate = float(hsgd.momentum_rate(gaussian, gamma, delta, zeta))
+    rate = float(hsgd.theory.momentum_rate(gaussian, gamma, delta, zeta))
     K = int(np.log(1e-14) / np.log(rate))
     rec = hsgd.momentum_recursion(gaussian, gamma, [K], batch_fraction=zeta, momentum=delta)
-    np.testing.assert_allclose(rec.loss[-1], hsgd.momentum_limit_loss(gaussian, gamma, delta,
+    np.testing.assert_allclose(rec.loss[-1], hsgd.theory.momentum_limit_loss(gaussian, gamma, delta,
                                                                       zeta), rtol=1e-9)
-    np.testing.assert_allclose(rec.risk[-1], hsgd.momentum_limit_risk(gaussian, gamma, delta,
+    np.testing.assert_allclose(rec.risk[-1], hsgd.theory.momentum_limit_risk(gaussian, gamma, delta,
                                                                       zeta), rtol=1e-9)
 
 
@@ -160,12 +160,12 @@ def test_rate_matches_recursion(gaussian, zeta, delta, fraction):
     # complex (gamma = 1.2 (1 - sqrt Delta)^2 / (zeta lambda_min)). Tolerance 1% on
     # -log(rate) (the bound; measured <= 0.2% at n = 3000).
     if fraction is None:
-        cond = hsgd.conditioning(gaussian)
+        cond = hsgd.theory.conditioning(gaussian)
         gamma = 1.2 * (1 - np.sqrt(delta)) ** 2 / (zeta * float(cond.mu_min))
     else:
-        gamma = fraction * float(hsgd.momentum_stepsize_limit(gaussian, delta, zeta))
-    rate = float(hsgd.momentum_rate(gaussian, gamma, delta, zeta))
-    limit = float(hsgd.momentum_limit_loss(gaussian, gamma, delta, zeta))
+        gamma = fraction * float(hsgd.theory.momentum_stepsize_limit(gaussian, delta, zeta))
+    rate = float(hsgd.theory.momentum_rate(gaussian, gamma, delta, zeta))
+    limit = float(hsgd.theory.momentum_limit_loss(gaussian, gamma, delta, zeta))
     K = int(25 / -np.log(rate))
     rec = hsgd.momentum_recursion(gaussian, gamma, [K], batch_fraction=zeta, momentum=delta)
     excess = (np.asarray(rec.loss_path) - limit) / limit
@@ -178,26 +178,26 @@ def test_rate_matches_recursion(gaussian, zeta, delta, fraction):
 def test_no_noise_rate_is_gdm_rate_and_noise_rate_exceeds_it(gaussian):
     # zeta = 1: Xi^-1 = 0 and the rate is Lambda; zeta < 1 on a discrete spectrum: Xi^-1 >
     # Lambda (the generating function blows up at r = Lambda).
-    assert float(hsgd.momentum_noise_rate(gaussian, 0.3, 0.5, 1.0)) == 0.0
-    assert float(hsgd.momentum_rate(gaussian, 0.3, 0.5, 1.0)) == float(
-        hsgd.gdm_rate(gaussian, 0.3, 0.5, 1.0))
-    assert float(hsgd.momentum_noise_rate(gaussian, 0.3, 0.5, 0.2)) > float(
-        hsgd.gdm_rate(gaussian, 0.3, 0.5, 0.2))
-    z_plus, z_minus = hsgd.heavy_ball_roots(gaussian, 0.3, 0.5, 0.2)
+    assert float(hsgd.theory.momentum_noise_rate(gaussian, 0.3, 0.5, 1.0)) == 0.0
+    assert float(hsgd.theory.momentum_rate(gaussian, 0.3, 0.5, 1.0)) == float(
+        hsgd.theory.gdm_rate(gaussian, 0.3, 0.5, 1.0))
+    assert float(hsgd.theory.momentum_noise_rate(gaussian, 0.3, 0.5, 0.2)) > float(
+        hsgd.theory.gdm_rate(gaussian, 0.3, 0.5, 0.2))
+    z_plus, z_minus = hsgd.theory.heavy_ball_roots(gaussian, 0.3, 0.5, 0.2)
     np.testing.assert_allclose(np.max(np.maximum(np.abs(z_plus), np.abs(z_minus)) ** 2),
-                               hsgd.gdm_rate(gaussian, 0.3, 0.5, 0.2), rtol=1e-12)
+                               hsgd.theory.gdm_rate(gaussian, 0.3, 0.5, 0.2), rtol=1e-12)
 
 
 def test_stepsize_limit_and_divergence(gaussian):
     zeta, delta = 0.1, 0.5
-    limit = float(hsgd.momentum_stepsize_limit(gaussian, delta, zeta))
-    assert hsgd.momentum_converges(gaussian, 0.99 * limit, delta, zeta)
-    assert not hsgd.momentum_converges(gaussian, 1.01 * limit, delta, zeta)
-    assert float(hsgd.momentum_rate(gaussian, 0.99 * limit, delta, zeta)) < 1
-    assert float(hsgd.momentum_rate(gaussian, 1.01 * limit, delta, zeta)) > 1
-    assert np.isinf(float(hsgd.momentum_limit_loss(gaussian, 1.01 * limit, delta, zeta)))
+    limit = float(hsgd.theory.momentum_stepsize_limit(gaussian, delta, zeta))
+    assert hsgd.theory.momentum_converges(gaussian, 0.99 * limit, delta, zeta)
+    assert not hsgd.theory.momentum_converges(gaussian, 1.01 * limit, delta, zeta)
+    assert float(hsgd.theory.momentum_rate(gaussian, 0.99 * limit, delta, zeta)) < 1
+    assert float(hsgd.theory.momentum_rate(gaussian, 1.01 * limit, delta, zeta)) > 1
+    assert np.isinf(float(hsgd.theory.momentum_limit_loss(gaussian, 1.01 * limit, delta, zeta)))
     # The paper's conditions are sufficient: they must imply the exact one here.
-    assert not hsgd.momentum_converges(gaussian, limit, delta, zeta, condition="paper")
+    assert not hsgd.theory.momentum_converges(gaussian, limit, delta, zeta, condition="paper")
     # Past the limit the recursion reports divergence (values NaN from then on).
     rec = hsgd.momentum_recursion(gaussian, 1.5 * limit, np.arange(0, 4001, 100),
                                   batch_fraction=zeta, momentum=delta)
@@ -209,16 +209,16 @@ def test_optimizer_beats_guides_and_finds_heavy_ball_optimum(gaussian):
     # At zeta = 1 the optimum is classical heavy ball: rate ((sqrt k - 1)/(sqrt k + 1))^2
     # (golden-section precision ~1e-6; allow 1e-4). At zeta < 1 the optimiser must be at least
     # as good as the talk's and paper's guides (the best Delta = 0: test_batch_saturation_small).
-    cond = hsgd.conditioning(gaussian)
-    best = hsgd.optimize_momentum(gaussian, 1.0)
+    cond = hsgd.theory.conditioning(gaussian)
+    best = hsgd.theory.optimize_momentum(gaussian, 1.0)
     hb = ((np.sqrt(cond.classic) - 1) / (np.sqrt(cond.classic) + 1)) ** 2
     np.testing.assert_allclose(best.rate, hb, rtol=1e-4)
     zeta = 0.2
-    best = hsgd.optimize_momentum(gaussian, zeta)
-    for guide in (hsgd.near_optimal_parameters(gaussian, zeta),
-                  hsgd.near_optimal_parameters(gaussian, zeta, "paper")):
+    best = hsgd.theory.optimize_momentum(gaussian, zeta)
+    for guide in (hsgd.theory.near_optimal_parameters(gaussian, zeta),
+                  hsgd.theory.near_optimal_parameters(gaussian, zeta, "paper")):
         assert float(best.rate) <= float(guide.rate) + 1e-9
-    np.testing.assert_allclose(hsgd.momentum_rate(gaussian, best.gamma, best.momentum, zeta),
+    np.testing.assert_allclose(hsgd.theory.momentum_rate(gaussian, best.gamma, best.momentum, zeta),
                                best.rate, rtol=1e-12)
 
 
@@ -236,9 +236,9 @@ def test_grad_through_recursion_matches_finite_differences(gaussian):
           (final(g, d + h) - final(g, d - h)) / (2 * h))
     np.testing.assert_allclose(grads, fd, rtol=1e-6)
     # The noise rate is differentiable too (implicit function theorem through the root).
-    rg = jax.grad(lambda g: hsgd.momentum_noise_rate(gaussian, g, 0.5, 0.2))(0.3)
-    rfd = (hsgd.momentum_noise_rate(gaussian, 0.3 + h, 0.5, 0.2)
-           - hsgd.momentum_noise_rate(gaussian, 0.3 - h, 0.5, 0.2)) / (2 * h)
+    rg = jax.grad(lambda g: hsgd.theory.momentum_noise_rate(gaussian, g, 0.5, 0.2))(0.3)
+    rfd = (hsgd.theory.momentum_noise_rate(gaussian, 0.3 + h, 0.5, 0.2)
+           - hsgd.theory.momentum_noise_rate(gaussian, 0.3 - h, 0.5, 0.2)) / (2 * h)
     np.testing.assert_allclose(rg, rfd, rtol=1e-5)
 
 
@@ -250,7 +250,7 @@ def test_hand_written_adjoint_matches_autodiff_of_the_plain_scan(segment, with_b
     # coefficient vectors, e0 and the buffer (rows written repeatedly: only the last write
     # counts). Segment sizes: 1, not dividing K = 200 (padding), dividing it, and above K.
     # Same arithmetic in another order: agreement to round-off (1e-11 relative).
-    from hsgd._finite.momentum_scan import _initial, _run, momentum_scan
+    from hsgd._dynamics.momentum_scan import _initial, _run, momentum_scan
 
     rng = np.random.default_rng(1)
     J, K = 30, 200
@@ -364,7 +364,7 @@ def test_bad_input(gaussian):
     with pytest.raises(ValueError, match="iterations"):
         hsgd.momentum_recursion(gaussian, 0.1, [10, 5], batch=1)
     with pytest.raises(ValueError, match="condition"):
-        hsgd.momentum_converges(gaussian, 0.1, 0.5, 0.1, condition="loose")
+        hsgd.theory.momentum_converges(gaussian, 0.1, 0.5, 0.1, condition="loose")
     # Traced momentum out of range: the check inside the jitted solver fires.
     with pytest.raises(Exception, match="momentum must be in"):
         jax.vmap(lambda d: hsgd.momentum_recursion(gaussian, 0.1, ks, batch=10,
@@ -377,10 +377,10 @@ def test_bad_input(gaussian):
 def test_batch_saturation_small():
     # Small problem (n = 400, d = 40, ICR = 0.11): the optimised rate must improve with zeta,
     # be no worse than plain SGD, and the measured knee must be within a factor 4 of ICR (the
-    # theory: about 2 ICR, see hsgd._finite.saturation).
+    # theory: about 2 ICR, see hsgd.theory.saturation).
     prob = hsgd.FiniteProblem.gaussian(400, 40, 1)
     zs = np.array([0.005, 0.02, 0.1, 0.4, 0.9])
-    sat = hsgd.batch_saturation(prob, zs, iterations=30, coarse=8, golden_steps=16)
+    sat = hsgd.theory.batch_saturation(prob, zs, iterations=30, coarse=8, golden_steps=16)
     assert np.all(np.diff(np.asarray(sat.rate)) < 0)
     assert np.all(np.asarray(sat.rate) <= np.asarray(sat.sgd_rate) + 1e-9)
     icr = float(sat.conditioning.icr)

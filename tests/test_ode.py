@@ -62,7 +62,7 @@ def test_least_squares_as_finite_is_the_same_ode():
 
     full = hsgd.ode(prob, sched, ts, batch=3.0,
                     stepsize_controller=diffrax.PIDController(rtol=1e-11, atol=1e-13)).risk
-    fin = hsgd._finite.ode(hsgd.least_squares_as_finite(prob, 3.0), sched, ts, rtol=1e-11)
+    fin = hsgd.ode(hsgd.least_squares_as_finite(prob, 3.0), sched, ts, rtol=1e-11)
     np.testing.assert_allclose(3.0 * fin.loss, full, rtol=1e-8)
     with pytest.raises(TypeError, match="LeastSquares"):
         hsgd.least_squares_as_finite(

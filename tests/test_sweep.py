@@ -131,7 +131,7 @@ def test_finite_data_sweep_flags_divergence_past_gamma_max():
     # equal the single solves (same jitted ODE, vmapped: 1e-9 relative), points above are
     # flagged diverged without touching their neighbours.
     prob = hsgd.FiniteProblem.gaussian(200, 100, 0, noise_std=0.3)
-    gmax = float(hsgd.gamma_max(prob))
+    gmax = float(hsgd.theory.gamma_max(prob))
     ts = jnp.linspace(0.0, 30.0, 7)
     pts = grid(gamma=gmax * np.array([0.3, 0.6, 0.9, 1.1, 1.4]))
     table = sweep(ode_outcomes(prob, ts), pts, chunk_size=8, progress=False)

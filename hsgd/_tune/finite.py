@@ -3,7 +3,7 @@ mini-batch SGD with heavy-ball momentum through its exact second-moment recursio
 
 Both tune against the **target** `"risk"` (the population risk, default when the problem has
 one) or `"loss"` (the training loss $\tfrac12\|Ax - b\|^2$, a sum over the $n$ rows, as in
-[`FiniteSolution`][]). Neither has a critical schedule: `critical` raises
+[`Solution`][]). Neither has a critical schedule: `critical` raises
 `NotImplementedError` and [`baselines`][] skips it.
 """
 
@@ -13,12 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._finite.dynamics import ode as finite_ode
-from .._finite.momentum import momentum_recursion
-from .._finite.momentum_sgd import simulate_momentum
-from .._finite.problem import FiniteProblem
-from .._finite.sgd import simulate as finite_simulate
-from .._sgd import check_times
+from .._checks import check_times
+from .._methods import ode, simulate
+from .._optimizer import SGD, HeavyBall
+from .._problem import FiniteProblem
 from .predictor import AbstractPredictor
 
 TARGETS = ("risk", "loss")
@@ -69,12 +67,12 @@ def _floor(problem: FiniteProblem, target: str) -> float:
 
 class FinitePredictor(AbstractPredictor):
     r"""Multi-pass SGD on finite least squares (SPEC §2): the per-mode ODE of
-    `hsgd._finite.ode` ([`LinearKvaerno5`][], stage equations solved exactly) predicts, the
-    SGD simulator over the rows of $A$ checks.
+    `hsgd._dynamics.finite_sgd.ode` ([`LinearKvaerno5`][], stage equations solved exactly)
+    predicts, the SGD simulator over the rows of $A$ checks.
 
     Time is in **epochs** ($t = k\beta/n$); the horizon `ts[-1]` is a budget in passes over the
     data. The ODE does not depend on the batch size $\beta$ (with the summed batch gradient of
-    `hsgd._finite.simulate`, $n/\beta$ steps per epoch carry the same drift and noise as $n$
+    `hsgd._simulate.finite_sgd`, $n/\beta$ steps per epoch carry the same drift and noise as $n$
     single-row steps), so no scalar is tunable: `bounds()` is empty and `batch` only sets the
     SGD check.
 
@@ -122,10 +120,10 @@ class FinitePredictor(AbstractPredictor):
         self.checkpoints = None if checkpoints is None else int(checkpoints)
 
     def solve(self, schedule):
-        """The [`FiniteSolution`][] of the ODE for `schedule` on `ts`."""
+        """The [`Solution`][] of the ODE for `schedule` on `ts`."""
         adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=self.checkpoints)
-        return finite_ode(self.problem, schedule, np.asarray(self.times), rtol=self.rtol,
-                          atol=self.atol, adjoint=adjoint, max_steps=self.max_steps)
+        return ode(self.problem, SGD(schedule), np.asarray(self.times), rtol=self.rtol,
+                   atol=self.atol, adjoint=adjoint, max_steps=self.max_steps)
 
     def __call__(self, schedule, hyperparameters: dict) -> Float[Array, " T"]:
         if hyperparameters:
@@ -138,8 +136,8 @@ class FinitePredictor(AbstractPredictor):
         return {}
 
     def simulate(self, schedule, hyperparameters: dict, key, num_runs: int) -> np.ndarray:
-        res = finite_simulate(self.problem, schedule, np.asarray(self.times), key,
-                              num_runs=num_runs, batch=self.batch)
+        res = simulate(self.problem, SGD(schedule, batch=self.batch), np.asarray(self.times),
+                       key, num_runs=num_runs)
         return np.asarray(res.risk if self.target == "risk" else res.loss)
 
     def critical(self, factors, ts):
@@ -151,8 +149,8 @@ class FinitePredictor(AbstractPredictor):
 
 class MomentumPredictor(AbstractPredictor):
     r"""Mini-batch SGD with heavy-ball momentum on finite least squares (SPEC §3): the exact
-    per-mode recursion [`momentum_recursion`][] (one `lax.scan`) predicts,
-    [`simulate_momentum`][] checks.
+    per-mode recursion [`hsgd.ode`][] on [`HeavyBall`][] (one `lax.scan`)
+    predicts, [`hsgd.simulate`][] checks.
 
     Time is in **iterations** $k$ (the recursion's own clock, and the schedule is
     $\gamma_k$ on the summed batch gradient): `ts` are iteration counts (rounded to integers)
@@ -222,10 +220,10 @@ class MomentumPredictor(AbstractPredictor):
                 hyperparameters.get("batch_fraction", self.batch_fraction))
 
     def solve(self, schedule, hyperparameters: dict | None = None):
-        """The [`MomentumSolution`][] for `schedule` (and the scalars) on `ts`."""
+        """The [`Solution`][] for `schedule` (and the scalars) on `ts`."""
         momentum, zeta = self._scalars(hyperparameters or {})
-        return momentum_recursion(self.problem, schedule, np.asarray(self.iterations),
-                                  batch_fraction=zeta, momentum=momentum)
+        return ode(self.problem, HeavyBall(schedule, momentum, batch_fraction=zeta),
+                   np.asarray(self.iterations))
 
     def __call__(self, schedule, hyperparameters: dict) -> Float[Array, " T"]:
         sol = self.solve(schedule, hyperparameters)
@@ -238,8 +236,8 @@ class MomentumPredictor(AbstractPredictor):
     def simulate(self, schedule, hyperparameters: dict, key, num_runs: int) -> np.ndarray:
         momentum, zeta = self._scalars(hyperparameters)
         batch = int(np.clip(round(float(zeta) * self.problem.n), 1, self.problem.n))
-        res = simulate_momentum(self.problem, schedule, np.asarray(self.iterations), key,
-                                batch=batch, momentum=float(momentum), num_runs=num_runs)
+        res = simulate(self.problem, HeavyBall(schedule, float(momentum), batch=batch),
+                       np.asarray(self.iterations), key, num_runs=num_runs)
         return np.asarray(res.risk if self.target == "risk" else res.loss)
 
     def critical(self, factors, ts):

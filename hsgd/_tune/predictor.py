@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._finite import ode as finite_ode
+from .._dynamics.streaming_sgd import _observe, drift, least_squares_as_finite
 from .._loss.least_squares import LeastSquares
-from .._ode import _observe, drift, least_squares_as_finite, ode
-from .._problem import Problem
-from .._sgd import simulate
+from .._methods import ode, simulate
+from .._optimizer import SGD
+from .._problem import FiniteProblem, Problem
 
 
 class AbstractPredictor(eqx.Module):
@@ -149,10 +149,9 @@ class StreamingPredictor(AbstractPredictor):
         adjoint = diffrax.RecursiveCheckpointAdjoint(self.checkpoints)
         if self.reduced:
             reduced = least_squares_as_finite(self.ode_problem, batch)
-            return batch * finite_ode(reduced, schedule, np.asarray(self.times),
-                                      rtol=self.rtol, adjoint=adjoint,
-                                      max_steps=self.max_steps).loss
-        return ode(self.ode_problem, schedule, self.ts, batch=batch, solver=diffrax.Kvaerno5(),
+            return batch * ode(reduced, SGD(schedule), np.asarray(self.times),
+                               rtol=self.rtol, adjoint=adjoint, max_steps=self.max_steps).loss
+        return ode(self.ode_problem, SGD(schedule, batch), self.ts, solver=diffrax.Kvaerno5(),
                    stepsize_controller=self._controller(), max_steps=self.max_steps,
                    adjoint=adjoint).risk
 
@@ -164,8 +163,8 @@ class StreamingPredictor(AbstractPredictor):
         if self.problem.X_star is None:
             raise ValueError("the SGD check needs a problem with an instance (X_star, X0): "
                              "build it with Problem.random or Problem.from_arrays")
-        res = simulate(self.problem, schedule, np.asarray(self.ts), key, num_runs=num_runs,
-                       batch=batch)
+        res = simulate(self.problem, SGD(schedule, batch), np.asarray(self.ts), key,
+                       num_runs=num_runs)
         return np.asarray(res.risk)
 
     def critical(self, factors, ts) -> tuple[Array, Array]:
@@ -223,7 +222,6 @@ def predictor_for(problem, ts, *, dynamics: str | None = None, **kwargs) -> Abst
     `kwargs` go to the predictor. To add a dynamics: subclass [`AbstractPredictor`][] and add
     a branch here.
     """
-    from .._finite.problem import FiniteProblem
     from .finite import FinitePredictor, MomentumPredictor
 
     if isinstance(problem, AbstractPredictor):

@@ -10,7 +10,8 @@ $$x_{k+1} = x_k - \gamma_k\Big(\sum_{i\in\mathcal B_k}a_i(a_i^\top x_k - b_i) + 
 **How the ridge enters.** The batch gradient is an unbiased estimate of $\zeta$ times the
 gradient of the regularised objective $L(x) + \frac\delta2\|x\|^2$ (SPEC §2), so each step
 carries the ridge term $\gamma_k\zeta\delta x_k$ — the same per-step term as the plain
-finite-data simulator (`hsgd._finite.sgd`). Its mean is $\zeta(A^\top A + \delta)(x - x_{\rm opt})$
+finite-data simulator (`hsgd._simulate.finite_sgd`). Its mean is
+$\zeta(A^\top A + \delta)(x - x_{\rm opt})$
 with $x_{\rm opt}$ the ridge solution, and the noise is the batch noise of the unregularised
 loss alone.
 
@@ -41,119 +42,52 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
 
 from .._blowup import after_first, nan_where
 from .._checks import (
     LEARNING_RATE_FIX,
     LEARNING_RATE_MESSAGE,
     check,
+    check_iterations,
     check_learning_rate,
     is_traced,
     plain_errors,
     probe_times,
 )
-from .._schedule import as_schedule
+from .._optimizer import HeavyBall
+from .._problem import FiniteProblem
+from .._registry import register
+from .._results import Solution
 from .momentum_scan import momentum_scan
-from .problem import FiniteProblem
-
-
-class MomentumSolution(eqx.Module):
-    r"""The deterministic equivalent of SGD+M at the requested iterations.
-
-    - `iterations` $(T,)$: the iterations $k$; `epochs` $(T,)$: $k\zeta$ (passes over the data);
-    - `loss` $(T,)$: $\psi_k = E\,\tfrac12\|Ax_k - b\|^2$ (a sum over the $n$ rows);
-    - `risk` $(T,)$: the population risk $R_k$ (NaN without a population);
-    - `gamma` $(T,)$: $\gamma_k$; `batch_fraction` $\zeta$ and `momentum` $\Delta$;
-    - `loss_path` $(K+1,)$: $\psi_k$ at *every* iteration $k = 0, \dots, K$ (the last requested),
-      e.g. to measure rates;
-    - `diverged`, `divergence_iteration` (inf if it did not): $\psi$ passed the blow-up bound
-      or stopped being finite; values from then on are NaN.
-    """
-
-    iterations: Int[Array, " T"]
-    epochs: Float[Array, " T"]
-    loss: Float[Array, " T"]
-    risk: Float[Array, " T"]
-    gamma: Float[Array, " T"]
-    batch_fraction: Float[Array, ""]
-    momentum: Float[Array, ""]
-    loss_path: Float[Array, " K"]
-    diverged: Bool[Array, ""]
-    divergence_iteration: Float[Array, ""]
-
-
-# ---------------------------------------------------------------------- validation helpers
-
-
-def check_momentum(momentum):
-    r"""`momentum` $\Delta$ as an array; a `ValueError` naming the value unless $0\le\Delta<1$
-    (checked eagerly when concrete; inside `jit`/`vmap` the check is an `eqx.error_if` in the
-    solver)."""
-    if not is_traced(momentum):
-        value = np.asarray(momentum, dtype=float)
-        if value.ndim != 0 or not (0.0 <= float(value) < 1.0):
-            raise ValueError(f"momentum must be a number in [0, 1), got momentum={momentum!r}")
-    return momentum
-
-
-def batch_fraction_of(problem: FiniteProblem, batch=None, batch_fraction=None):
-    r"""The batch fraction $\zeta$ from exactly one of `batch` $\beta$ (an integer in
-    $[1, n]$) or `batch_fraction` $\zeta\in(0, 1]$; a `ValueError` naming the value
-    otherwise."""
-    n = problem.n
-    if (batch is None) == (batch_fraction is None):
-        raise ValueError("pass exactly one of batch (rows per step) and batch_fraction")
-    if batch is not None:
-        if is_traced(batch) or int(batch) != batch or not 1 <= int(batch) <= n:
-            raise ValueError(f"batch must be an integer between 1 and n = {n}, got "
-                             f"batch={batch!r}")
-        return int(batch) / n
-    if not is_traced(batch_fraction):
-        z = float(batch_fraction)
-        if not 0.0 < z <= 1.0:
-            raise ValueError(f"batch_fraction must be in (0, 1], got batch_fraction="
-                             f"{batch_fraction!r}")
-    return batch_fraction
-
-
-def _check_iterations(iterations) -> np.ndarray:
-    ks = np.asarray(iterations)
-    if ks.ndim != 1 or ks.size == 0 or np.any(ks < 0) or np.any(np.diff(ks) < 0) or not \
-            np.all(np.asarray(ks, dtype=float) == np.rint(np.asarray(ks, dtype=float))):
-        raise ValueError(f"iterations must be a non-empty, non-decreasing 1-D array of "
-                         f"integers >= 0, got {ks}")
-    return np.asarray(ks, dtype=np.int64)
-
 
 # ---------------------------------------------------------------------- the recursion
 
 
-def momentum_recursion(problem: FiniteProblem, schedule, iterations, *, batch=None,
-                       batch_fraction=None, momentum=0.0,
-                       blowup: float = 1e6) -> MomentumSolution:
-    r"""The per-mode second-moment recursion of mini-batch SGD with heavy-ball momentum
-    (SPEC §3), as one `lax.scan` over iterations — `jit`, `vmap` and `grad` go through it.
+@register("ode", FiniteProblem, HeavyBall)
+def ode(problem: FiniteProblem, optimizer: HeavyBall, iterations, *,
+        blowup: float = 1e6) -> Solution:
+    r"""The cell [`FiniteProblem`][] × [`HeavyBall`][] of [`hsgd.ode`][]: the per-mode
+    second-moment recursion of mini-batch SGD with heavy-ball momentum (SPEC §3), as one
+    `lax.scan` over iterations — `jit`, `vmap` and `grad` go through it.
 
     **Arguments:**
 
     - `problem`: a [`FiniteProblem`][] (any constructor; no data needed).
-    - `schedule`: the stepsize $\gamma_k$ as a function of the **iteration** $k$ (a float, a
-      schedule or a callable $k\mapsto\gamma$; the iteration is passed as a float). Steps are
-      $x_{k+1} = x_k - \gamma_k\big(\sum_{i\in\mathcal B_k}\nabla f_i(x_k) + \zeta\delta x_k
-      \big) + \Delta(x_k - x_{k-1})$ — the batch gradient is *summed*.
+    - `optimizer`: a [`HeavyBall`][]: the stepsize $\gamma_k$ as a function of the
+      **iteration** $k$, `momentum` $\Delta\in[0, 1)$, and `batch` $\beta\in[1, n]$ or
+      `batch_fraction` $\zeta = \beta/n\in(0, 1]$ (continuous, e.g. for `vmap` over $\zeta$).
+      Steps are $x_{k+1} = x_k - \gamma_k\big(\sum_{i\in\mathcal B_k}\nabla f_i(x_k) +
+      \zeta\delta x_k\big) + \Delta(x_k - x_{k-1})$ — the batch gradient is *summed*.
     - `iterations`: non-decreasing integers $k$ to record (the scan runs to the last one).
-    - `batch` $\beta\in[1, n]$ (rows per step) or `batch_fraction` $\zeta = \beta/n\in(0, 1]$
-      (continuous, e.g. for `vmap` over $\zeta$): exactly one.
-    - `momentum` $\Delta\in[0, 1)$.
     - `blowup`: divergence is reported once $\psi_k$ exceeds `blowup`$\,\times(1 + \psi_0)$.
 
     $\gamma_k$ must be finite and $\ge 0$ (0 allowed): checked eagerly on `iterations` and
     1025 points of $[0, k_{\rm final}]$ when the schedule is concrete, else on every iteration
     inside the solve.
 
-    **Returns:** a [`MomentumSolution`][]. Cost $O(J)$ per iteration for $J$ modes (plus
-    $O(J^2)$ per recorded iteration for a non-diagonal population risk).
+    **Returns:** a [`Solution`][] with `ts` the iterations (see its heavy-ball fields). Cost
+    $O(J)$ per iteration for $J$ modes (plus $O(J^2)$ per recorded iteration for a non-diagonal
+    population risk).
 
     With $\beta = 1$, $\Delta = 0$ this is Euler's method for the finite-data ODE of SPEC §2 at
     $t = k/n$ (difference $O(\gamma\lambda/n)$); with $\zeta = 1$ it is full-batch heavy ball,
@@ -161,14 +95,14 @@ def momentum_recursion(problem: FiniteProblem, schedule, iterations, *, batch=No
 
     ```python
     prob = hsgd.FiniteProblem.gaussian(3000, 1500, noise_std=0.3)
-    sol = hsgd.momentum_recursion(prob, 0.02, jnp.arange(0, 2001, 100), batch=300,
-                                  momentum=0.9)
+    sol = hsgd.ode(prob, hsgd.HeavyBall(0.02, momentum=0.9, batch=300),
+                   jnp.arange(0, 2001, 100))
     ```
     """
-    schedule = as_schedule(schedule)
-    zeta = batch_fraction_of(problem, batch, batch_fraction)
-    momentum = check_momentum(momentum)
-    ks = _check_iterations(iterations)
+    schedule = optimizer.schedule
+    zeta = optimizer.fraction(problem.n)
+    momentum = optimizer.momentum
+    ks = check_iterations(iterations)
     dtype = problem.eigenvalues.dtype
     num_steps = int(ks[-1])
     unique, position = np.unique(ks, return_inverse=True)
@@ -236,14 +170,23 @@ def _recursion(problem, schedule, momentum, zeta, ks, slot, position, num_saved,
     # A recorded iteration is bad if the path went bad at or before it.
     bad = jnp.cumsum(bad_path)[ks] > 0
     mask, diverged, when = after_first(ks.astype(dtype), bad)
-    return MomentumSolution(iterations=ks, epochs=ks.astype(dtype) * zeta,
-                            loss=nan_where(mask, loss), risk=nan_where(mask, risk),
-                            gamma=gammas[ks], batch_fraction=zeta, momentum=momentum,
-                            loss_path=jnp.where(jnp.cumsum(bad_path) > 0, jnp.nan, path),
-                            diverged=diverged, divergence_iteration=when)
+    return Solution(ts=ks.astype(dtype), iterations=ks, epochs=ks.astype(dtype) * zeta,
+                    loss=nan_where(mask, loss), risk=nan_where(mask, risk),
+                    gamma=gammas[ks], batch_fraction=zeta, momentum=momentum,
+                    loss_path=jnp.where(jnp.cumsum(bad_path) > 0, jnp.nan, path),
+                    diverged=diverged, divergence_time=when, num_steps=num_steps)
 
 
 def _risk(problem: FiniteProblem, mean, var):
     if not problem.has_population:
         return jnp.full((), jnp.nan, mean.dtype)
     return problem.risk_at(mean) + 0.5 * jnp.sum(problem.counts * problem.risk_diagonal * var)
+
+
+def momentum_recursion(problem: FiniteProblem, schedule, iterations, *, batch=None,
+                       batch_fraction=None, momentum=0.0, blowup: float = 1e6) -> Solution:
+    """The spelling before optimizers were values, kept as an alias: exactly
+    `hsgd.ode(problem, HeavyBall(schedule, momentum, batch, batch_fraction), iterations,
+    blowup=blowup)`."""
+    return ode(problem, HeavyBall(schedule, momentum, batch=batch,
+                                  batch_fraction=batch_fraction), iterations, blowup=blowup)

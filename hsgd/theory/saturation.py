@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .momentum import momentum_recursion
-from .momentum_theory import (
+from .._dynamics.finite_heavy_ball import ode
+from .._optimizer import HeavyBall
+from .._problem import FiniteProblem
+from .momentum import (
     Conditioning,
     conditioning,
     momentum_limit_loss,
@@ -29,7 +31,6 @@ from .momentum_theory import (
     momentum_stepsize_limit,
     optimize_momentum,
 )
-from .problem import FiniteProblem
 
 
 class Saturation(eqx.Module):
@@ -73,7 +74,7 @@ def batch_saturation(problem: FiniteProblem, batch_fractions, *, iterations: int
     r"""The batch-saturation study: for each batch fraction $\zeta$, the best SGD+M rate per
     iteration over $(\gamma, \Delta)$ (and the best plain SGD rate), and optionally the loss
     after a fixed number of `iterations` or of `epochs` at those parameters (from
-    [`momentum_recursion`][]).
+    [`hsgd.ode`][] on [`HeavyBall`][]).
 
     **Arguments:** `problem`; `batch_fractions`: increasing values in $(0, 1]$; `iterations`,
     `epochs`: horizons for the losses (optional); `optimizer_options` go to
@@ -83,7 +84,7 @@ def batch_saturation(problem: FiniteProblem, batch_fractions, *, iterations: int
 
     ```python
     prob = hsgd.FiniteProblem.gaussian(3000, 300, noise_std=0.3)
-    sat = hsgd.batch_saturation(prob, np.geomspace(0.005, 0.95, 16), iterations=200)
+    sat = hsgd.theory.batch_saturation(prob, np.geomspace(0.005, 0.95, 16), iterations=200)
     print(sat.knee, sat.conditioning.icr)
     ```
     """
@@ -107,8 +108,7 @@ def batch_saturation(problem: FiniteProblem, batch_fractions, *, iterations: int
         horizon = int(max(steps + [int(per_z.max())]))
 
         def path(g, d, z):
-            return momentum_recursion(problem, g, [horizon], batch_fraction=z,
-                                      momentum=d).loss_path
+            return ode(problem, HeavyBall(g, d, batch_fraction=z), [horizon]).loss_path
 
         paths = jax.vmap(path)(best.gamma, best.momentum, z)
         if iterations is not None:

@@ -5,7 +5,8 @@ r"""Closed-form facts about mini-batch SGD with heavy-ball momentum on finite le
 $c_j = 1 + \Delta - \gamma\zeta\mu_j$ and the heavy-ball roots $z_{j,\pm}$ of
 $z^2 - c_jz + \Delta = 0$. A unit of variance injected into mode $j$ at one step is, $m$ steps
 later, $u_{j,m}^2$ with $u_{j,0} = 1$, $u_{j,-1} = 0$, $u_{j,m+1} = c_ju_{j,m} - \Delta u_{j,m-1}$
-(the second-moment recursion of [`momentum_recursion`][] keeps a rank-one state rank one), so
+(the second-moment recursion of [`hsgd.ode`][] on [`HeavyBall`][] keeps a rank-one state rank
+one), so
 
 $$\psi_k = F_k + \sum_{l<k}\mathcal K(k-1-l)\,\psi_l,\qquad
 \mathcal K(m) = \frac{\gamma^2\zeta(1-\zeta)}{n}\sum_j\nu_j\lambda_j^2u_{j,m}^2,$$
@@ -55,8 +56,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .momentum import check_momentum, heavy_ball_coefficient
-from .problem import FiniteProblem
+from .._dynamics.finite_heavy_ball import heavy_ball_coefficient
+from .._optimizer.heavy_ball import check_momentum
+from .._problem import FiniteProblem
 
 
 def _jit_params(fn):

@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .problem import FiniteProblem
+from .._problem import FiniteProblem
 
 
 def kernel_norm(problem: FiniteProblem, gamma):

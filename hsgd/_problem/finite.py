@@ -33,6 +33,7 @@ from jaxtyping import Array, Float
 
 from .._custom_types import PRNGKey
 from .._dtype import float_dtype
+from .base import AbstractProblem
 
 _ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
@@ -64,7 +65,7 @@ class Data(eqx.Module):
     population: Population | None = None
 
 
-class FiniteProblem(eqx.Module):
+class FiniteProblem(AbstractProblem):
     r"""Least squares on $n$ samples with ridge $\delta$, summarised in the eigenbasis of
     $A^\top A$ (SPEC §2) — everything the deterministic equivalent needs.
 

@@ -6,19 +6,19 @@ The SGD simulator needs an actual instance: $X^*$, $X_0$ as $d\times m^*$ and $d
 that basis, with $K = \operatorname{diag}(\lambda)$.
 """
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._custom_types import ModeMoments, PRNGKey
-from ._dtype import as_float, float_dtype
-from ._loss import AbstractLoss
-from ._spectrum import Spectrum
+from .._custom_types import ModeMoments, PRNGKey
+from .._dtype import as_float, float_dtype
+from .._loss import AbstractLoss
+from .._spectrum import Spectrum
+from .base import AbstractProblem
 
 
-class Problem(eqx.Module):
+class Problem(AbstractProblem):
     r"""A loss, a data spectrum and the initial per-mode second moments.
 
     **Fields:**

@@ -20,16 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array
 
-from . import _finite as finite
-from ._blowup import after_first, nan_where
-from ._custom_types import Times
-from ._finite import FiniteProblem
-from ._loss.least_squares import LeastSquares
-from ._problem import Problem
-from ._schedule import as_schedule
-from ._structured import (
+from .._blowup import after_first, nan_where
+from .._loss.least_squares import LeastSquares
+from .._optimizer import SGD
+from .._problem import FiniteProblem, Problem
+from .._registry import register
+from .._results import Solution
+from .structured import (
     AbstractModeDynamics,
     ModeSystem,
     StructuredKvaerno5,
@@ -58,41 +57,6 @@ class Statistic(eqx.Module):
 
     def __call__(self, eigenvalues, weights, V):
         return self.g(jnp.tensordot(weights * self.q(eigenvalues), V, axes=1))
-
-
-class Solution(eqx.Module):
-    r"""The output of [`ode`][] on the requested times `ts`.
-
-    - `ts` $(T,)$; `risk` $(T,)$ = $h(B(t))$; `B` $(T, p, p)$ = $W^\top K W$;
-    - `distance` $(T,)$: $\|X - X^*\|^2$ (when $m = m^*$, else NaN);
-    - `gamma` $(T,)$: the schedule; `gamma_crit` $(T,)$: the critical learning rate (NaN when
-      $m \ne m^*$);
-    - `statistics`: dict name → array $(T, \dots)$ of the requested [`Statistic`][]s;
-    - `diverged`: whether the solution blew up (risk non-finite or $\max|B|$ past the blow-up
-      bound) before `ts[-1]`; `divergence_time`: the first saved time at which it had (inf if
-      it did not); values after divergence are NaN;
-    - `num_steps`: accepted solver steps;
-    - `error_estimate` $(T,)$: the default solver's own estimate of the integration error in
-      $B$ (the sum of its local error estimates of $\max|B|$ over the accepted steps up to each
-      time; an upper-bound-style estimate, in the units of $B$); NaN with another solver.
-    """
-
-    ts: Times
-    risk: Float[Array, " T"]
-    B: Float[Array, "T p p"]
-    distance: Float[Array, " T"]
-    gamma: Float[Array, " T"]
-    gamma_crit: Float[Array, " T"]
-    statistics: dict
-    diverged: Bool[Array, ""]
-    divergence_time: Float[Array, ""]
-    num_steps: Array
-    error_estimate: Float[Array, " T"]
-
-    def cosine(self) -> Float[Array, " T"]:
-        r"""The cosine with the target in the $K$-geometry ($m = m^* = 1$):
-        $\langle X, X^*\rangle_K / (\|X\|_K\|X^*\|_K) = B_{12}/\sqrt{B_{11}B_{22}}$."""
-        return self.B[:, 0, 1] / jnp.sqrt(self.B[:, 0, 0] * self.B[:, 1, 1])
 
 
 def _identity(lam):
@@ -157,7 +121,8 @@ def least_squares_as_finite(problem: Problem, batch) -> FiniteProblem:
     + \sum_k\omega_k\lambda_ku_k\Big),\qquad h = \tfrac12\Big(\sigma^2 + \sum_k\omega_k\lambda_k
     u_k\Big),$$
 
-    which is the finite-data ODE of `hsgd._finite.ode` (with $E e^2 = m^2 + \operatorname{Var}
+    which is the finite-data ODE of `hsgd._dynamics.finite_sgd.ode` (with
+    $E e^2 = m^2 + \operatorname{Var}
     e$) for $n = 1$, counts $\nu_j = \omega_j/\beta$, no ridge, $L_{\min} = \sigma^2/(2\beta)$
     and $e_j(0)^2 = u_j(0)$: its training loss is $\psi = h/\beta$. Diagonal plus rank one, so
     [`LinearKvaerno5`][] solves its stages exactly — much cheaper than a Newton iteration on
@@ -318,17 +283,15 @@ class SGDModes(AbstractModeDynamics):
         return snap
 
 
-def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = None,
+@register("ode", Problem, SGD)
+def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
         rtol: float | None = None, atol: float | None = None,
         solver: diffrax.AbstractSolver | None = None,
         stepsize_controller: diffrax.AbstractStepSizeController | None = None,
         dt0=None, adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
         blowup: float = 1e6) -> Solution:
-    r"""Solve the deterministic equivalent of one-pass SGD (SPEC §1) on the times `ts`.
-
-    Given a [`FiniteProblem`][] instead, solves the per-mode ODE of multi-pass SGD on least
-    squares (SPEC §2) and returns a [`FiniteSolution`][] (see `hsgd._finite.ode`; `rtol`, `atol`,
-    `solver`, `adjoint`, `max_steps` and `blowup` apply to it).
+    r"""Solve the deterministic equivalent of one-pass SGD (SPEC §1) on the times `ts`: the
+    cell [`Problem`][] × [`SGD`][] of [`hsgd.ode`][].
 
     The default solver, when the positive eigenvalues span more than a factor 100 (power laws:
     stiff), is [`StructuredKvaerno5`][] (SPEC §6): L-stable, with the stiff per-mode linear part
@@ -341,10 +304,9 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     **Arguments:**
 
     - `problem`: a [`Problem`][] (loss, spectrum, initial per-mode moments).
-    - `schedule`: learning rate $\gamma(t) \ge 0$ — a float, an [`AbstractSchedule`][] or a
-      callable.
+    - `optimizer`: [`SGD`][]: its learning rate $\gamma(t) \ge 0$ and mini-batch size
+      $\beta$ (SGD averages $\beta$ per-sample gradients; continuous here).
     - `ts`: increasing output times $t = k/d \ge 0$ (the solve starts at 0).
-    - `batch`: mini-batch size $\beta$ (SGD averages $\beta$ per-sample gradients).
     - `statistics`: optional dict name → [`Statistic`][].
     - `rtol`, `atol`: tolerances. For [`StructuredKvaerno5`][]: on the weighted aggregates of the
       moments (`atol` relative to their initial size); default $10^{-7}$ and $10^{-12}$
@@ -364,18 +326,11 @@ def ode(problem: Problem, schedule, ts, *, batch=1.0, statistics: dict | None = 
     ```python
     spec = hsgd.Spectrum.power_law(2000, 0.5)
     prob = hsgd.Problem.isotropic(hsgd.Logistic(), spec, target_norm=2.0)
-    sol = hsgd.ode(prob, 1.0, jnp.linspace(0, 10, 50))
+    sol = hsgd.ode(prob, hsgd.SGD(1.0, batch=4), jnp.linspace(0, 10, 50))
     sol.risk
     ```
     """
-    if isinstance(problem, FiniteProblem):
-        if batch != 1.0 or statistics or stepsize_controller is not None or dt0 is not None:
-            raise ValueError("batch, statistics, stepsize_controller and dt0 apply to streaming "
-                             "problems; a FiniteProblem takes rtol, atol, solver, adjoint, "
-                             "max_steps and blowup")
-        return finite.ode(problem, schedule, ts, solver=solver, rtol=rtol, atol=atol,
-                          adjoint=adjoint, max_steps=max_steps, blowup=blowup)
-    schedule = as_schedule(schedule)
+    schedule, batch = optimizer.schedule, optimizer.batch
     statistics = {} if statistics is None else dict(statistics)
     ts = jnp.asarray(ts, dtype=problem.V0.dtype)
     if ts.ndim != 1 or ts.shape[0] == 0:
@@ -511,7 +466,7 @@ def _assemble(problem, ts, gammas, batch, sol, bound, error) -> Solution:
         return nan_where(bad, x)
 
     return Solution(
-        ts=ts, risk=mask(risk), B=mask(out["B"]), distance=mask(out["distance"]),
+        ts=ts, risk=mask(risk), loss=None, B=mask(out["B"]), distance=mask(out["distance"]),
         gamma=gammas, gamma_crit=mask(out["gamma_crit"]),
         statistics=jax.tree_util.tree_map(mask, out["statistics"]), diverged=diverged,
         divergence_time=divergence_time, num_steps=sol.stats["num_accepted_steps"],

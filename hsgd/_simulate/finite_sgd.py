@@ -17,36 +17,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
 
 from .._blowup import after_first, nan_where
-from .._checks import check_learning_rate, probe_times
-from .._custom_types import PRNGKey, Times
-from .._schedule import as_schedule
-from .._sgd import check_times, drive
-from .problem import FiniteProblem
-
-
-class FiniteSGDResult(eqx.Module):
-    r"""Output of [`simulate`][hsgd.simulate] on a [`FiniteProblem`][]: arrays over runs `R`
-    and epochs `T`.
-
-    `loss` $(R, T)$ the training loss $\tfrac12\|Ax - b\|^2$, `risk` $(R, T)$ the population
-    risk (NaN without one), `diverged` $(R,)$, `divergence_time` $(R,)$ (inf if not)."""
-
-    ts: Times
-    loss: Float[Array, "R T"]
-    risk: Float[Array, "R T"]
-    diverged: Bool[Array, " R"]
-    divergence_time: Float[Array, " R"]
-
-    def mean(self) -> Float[Array, " T"]:
-        """Mean training loss over runs."""
-        return jnp.mean(self.loss, axis=0)
-
-    def std(self) -> Float[Array, " T"]:
-        """Standard deviation of the training loss over runs."""
-        return jnp.std(self.loss, axis=0, ddof=1 if self.loss.shape[0] > 1 else 0)
+from .._checks import check_learning_rate, check_times, probe_times
+from .._custom_types import PRNGKey
+from .._optimizer import SGD
+from .._problem import FiniteProblem
+from .._registry import register
+from .._results import Runs
+from .common import drive
 
 
 def _batch_indices(key, perm, pos, n, batch, reshuffle):
@@ -94,20 +73,23 @@ def _record(problem, state):
     return jax.vmap(one)(state[0])
 
 
-def simulate(problem: FiniteProblem, schedule, ts, key: PRNGKey, *, num_runs: int = 8,
-             batch: int = 1, reshuffle: bool = False, blowup: float = 1e6,
-             progress: bool | Callable[[float, float], None] = False) -> FiniteSGDResult:
+@register("simulate", FiniteProblem, SGD)
+def simulate(problem: FiniteProblem, optimizer: SGD, ts, key: PRNGKey, *, num_runs: int = 8,
+             reshuffle: bool = False, blowup: float = 1e6,
+             progress: bool | Callable[[float, float], None] = False) -> Runs:
     r"""Run `num_runs` independent multi-pass SGD runs over the rows of `problem.data`
-    (vmapped) and record them at epochs `ts` (iteration $\operatorname{round}(tn/\beta)$).
+    (vmapped) and record them at epochs `ts` (iteration $\operatorname{round}(tn/\beta)$):
+    the cell [`FiniteProblem`][] × [`SGD`][] of [`hsgd.simulate`][].
 
-    **Arguments:** `problem` (a [`FiniteProblem`][] built from arrays), `schedule` $\gamma(t)$
-    per epoch, `ts`, `key`, `num_runs`; `batch` $\beta \le n$ (summed batch gradient);
+    **Arguments:** `problem` (a [`FiniteProblem`][] built from arrays), `optimizer`
+    ([`SGD`][]: $\gamma(t)$ per epoch, `batch` $\beta \le n$, summed batch gradient), `ts`,
+    `key`, `num_runs`;
     `reshuffle` (see the module docstring); `blowup`: a run diverges once its loss exceeds
     `blowup`$\,\times(1 + L(x_0))$ or is not finite; `progress` as for streaming SGD. The
     learning rate must be finite and $\ge 0$ (0 allowed), checked at `ts` and on 1025 epochs of
     $[0, t_{\rm final}]$.
 
-    **Returns:** a [`FiniteSGDResult`][]. Cost $O(\beta d)$ per iteration plus $O(nd)$ per
+    **Returns:** [`Runs`][] (`loss`, `risk`). Cost $O(\beta d)$ per iteration plus $O(nd)$ per
     record.
     """
     if problem.data is None:
@@ -115,12 +97,12 @@ def simulate(problem: FiniteProblem, schedule, ts, key: PRNGKey, *, num_runs: in
                          "from_arrays, from_npz, gaussian or random_features (not "
                          "marchenko_pastur or from_spectrum)")
     n = problem.n
-    batch = int(batch)
-    if not 1 <= batch <= n:
+    batch = int(optimizer.batch)
+    if batch != optimizer.batch or not 1 <= batch <= n:
         raise ValueError(f"batch must be between 1 and n = {n}, got {batch}")
     if int(num_runs) < 1:
         raise ValueError(f"num_runs must be >= 1, got {num_runs}")
-    schedule = as_schedule(schedule)
+    schedule = optimizer.schedule
     ts_np = check_times(ts)
     check_learning_rate(schedule, probe_times(ts_np).astype(problem.data.A.dtype),
                         time_name="epoch")
@@ -136,8 +118,14 @@ def simulate(problem: FiniteProblem, schedule, ts, key: PRNGKey, *, num_runs: in
 
     loss, risk = drive(advance, lambda s: _record(problem, s), state, steps, ts_np, progress,
                        "sgd")
+    return finish(problem, jnp.asarray(ts_np), loss, risk, blowup)
+
+
+def finish(problem: FiniteProblem, ts, loss, risk, blowup) -> Runs:
+    r"""[`Runs`][] from recorded (R, T) losses and risks: a run diverges once its loss exceeds
+    `blowup`$\,\times(1 + L(x_0))$ or is not finite; its values from then on are NaN."""
+    x0 = problem.data.x0
     loss0 = 0.5 * jnp.sum((problem.data.A @ x0 - problem.data.b) ** 2)
-    ts_j = jnp.asarray(ts_np)
-    mask, diverged, time = after_first(ts_j, ~(loss < blowup * (1 + loss0)))
-    return FiniteSGDResult(ts=ts_j, loss=nan_where(mask, loss), risk=nan_where(mask, risk),
-                           diverged=diverged, divergence_time=time)
+    mask, diverged, when = after_first(ts, ~(loss < blowup * (1 + loss0)))
+    return Runs(ts=ts, loss=nan_where(mask, loss), risk=nan_where(mask, risk),
+                diverged=diverged, divergence_time=when)

@@ -32,35 +32,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
 
 from .._blowup import after_first, nan_where
-from .._custom_types import Times
-from .._schedule import as_schedule
-from .._sgd import check_times
-from .._structured import KV5_A, KV5_B, KV5_BERR, KV5_C, KV5_DIAG, AbstractKvaerno5Solver
-from .problem import FiniteProblem
-
-
-class FiniteSolution(eqx.Module):
-    r"""The deterministic equivalent on the requested epochs `ts`.
-
-    - `loss` $(T,)$: the training loss $\psi(t) = E\,\tfrac12\|Ax_t - b\|^2$ (a sum over the
-      $n$ rows; `loss / n` is the mean per-sample loss);
-    - `risk` $(T,)$: the population risk $R(t)$ (NaN without a population);
-    - `gamma` $(T,)$ the schedule, `Gamma` $(T,)$ its integral;
-    - `diverged`, `divergence_time` (inf if it did not); values after divergence are NaN;
-    - `num_steps`: time steps taken.
-    """
-
-    ts: Times
-    loss: Float[Array, " T"]
-    risk: Float[Array, " T"]
-    gamma: Float[Array, " T"]
-    Gamma: Float[Array, " T"]
-    diverged: Bool[Array, ""]
-    divergence_time: Float[Array, ""]
-    num_steps: Array
+from .._checks import check_times, is_traced
+from .._optimizer import SGD
+from .._problem import FiniteProblem
+from .._registry import register
+from .._results import Solution
+from ..theory.finite import gamma_max
+from .structured import KV5_A, KV5_B, KV5_BERR, KV5_C, KV5_DIAG, AbstractKvaerno5Solver
 
 
 def _rates(problem: FiniteProblem):
@@ -81,9 +61,9 @@ def _blowup_bound(problem, blowup):
 def _finish(problem, ts, loss, risk, gamma, Gamma, bad, num_steps):
     bad = bad | ~jnp.isfinite(loss)
     mask, diverged, time = after_first(ts, bad)
-    return FiniteSolution(ts=ts, loss=nan_where(mask, loss), risk=nan_where(mask, risk),
-                          gamma=gamma, Gamma=Gamma, diverged=diverged, divergence_time=time,
-                          num_steps=num_steps)
+    return Solution(ts=ts, loss=nan_where(mask, loss), risk=nan_where(mask, risk),
+                    gamma=gamma, Gamma=Gamma, diverged=diverged, divergence_time=time,
+                    num_steps=num_steps)
 
 
 # ---------------------------------------------------------------------- the per-mode ODE
@@ -138,16 +118,26 @@ class LinearKvaerno5(AbstractKvaerno5Solver):
 
 
 
-def ode(problem: FiniteProblem, schedule, ts, *, solver: diffrax.AbstractSolver | None = None,
-        rtol: float | None = None, atol: float | None = None,
-        adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 100_000,
-        blowup: float = 1e6) -> FiniteSolution:
-    r"""The per-mode ODE of multi-pass SGD on least squares (SPEC §2), integrated by diffrax.
+def _batch_one(optimizer: SGD, what: str):
+    if is_traced(optimizer.batch) or float(optimizer.batch) != 1:
+        raise ValueError(f"the finite-data {what} is for batch 1 (SPEC §2), got "
+                         f"batch={optimizer.batch!r}; for mini-batches use "
+                         f"HeavyBall(schedule, momentum=0.0, batch=...) (SPEC §3)")
+    return optimizer.schedule
+
+
+@register("ode", FiniteProblem, SGD)
+def ode(problem: FiniteProblem, optimizer: SGD, ts, *,
+        solver: diffrax.AbstractSolver | None = None, rtol: float | None = None,
+        atol: float | None = None, adjoint: diffrax.AbstractAdjoint | None = None,
+        max_steps: int = 100_000, blowup: float = 1e6) -> Solution:
+    r"""The per-mode ODE of multi-pass SGD on least squares (SPEC §2), integrated by diffrax:
+    the cell [`FiniteProblem`][] × [`SGD`][] of [`hsgd.ode`][].
 
     **Arguments:**
 
     - `problem`: a [`FiniteProblem`][].
-    - `schedule`: the learning rate $\gamma(t)$ per epoch (float, schedule or callable); SGD
+    - `optimizer`: [`SGD`][] with batch 1: the learning rate $\gamma(t)$ per epoch; SGD
       steps are $x \leftarrow x - \gamma\,a_i(a_i^\top x - b_i) - \frac{\gamma}{n}\delta x$.
     - `ts`: increasing output epochs $t = k/n$ (the solve starts at 0 and steps onto each).
     - `solver`: default [`LinearKvaerno5`][] (stiff-stable, $O(J)$ per stage); any diffrax
@@ -157,14 +147,14 @@ def ode(problem: FiniteProblem, schedule, ts, *, solver: diffrax.AbstractSolver 
     - `adjoint`: default `RecursiveCheckpointAdjoint()`, so `jax.grad` goes through.
     - `blowup`: divergence is reported once $\psi$ exceeds `blowup`$\,\times(1 + \psi(0))$.
 
-    **Returns:** a [`FiniteSolution`][].
+    **Returns:** a [`Solution`][] (`loss`, `risk`, `Gamma`).
 
     ```python
     prob = hsgd.FiniteProblem.gaussian(n=4000, d=2000, noise_std=0.3)
-    sol = hsgd.ode(prob, 0.6 * hsgd.gamma_max(prob), jnp.linspace(0, 20, 41))
+    sol = hsgd.ode(prob, 0.6 * hsgd.theory.gamma_max(prob), jnp.linspace(0, 20, 41))
     ```
     """
-    schedule = as_schedule(schedule)
+    schedule = _batch_one(optimizer, "ODE")
     dtype = problem.eigenvalues.dtype
     ts = jnp.asarray(check_times(ts), dtype)
     single = dtype == jnp.float32
@@ -226,8 +216,6 @@ def volterra_grid(problem: FiniteProblem, ts, resolution: float = 1e-3,
     $t_0 = 1/(\gamma\,(\lambda_{\max} + \delta))$ (the fastest mode's time scale, with
     $\gamma$ = `gamma_scale`, default the divergence threshold), then geometric steps
     $t_{k+1} = (1 + \text{resolution})\,t_k$, merged with the output times `ts`."""
-    from .theory import gamma_max
-
     ts = np.asarray(ts, dtype=float)
     lam_max = float(np.max(np.asarray(problem.eigenvalues))) + float(problem.ridge)
     g = float(gamma_max(problem)) if gamma_scale is None else float(gamma_scale)
@@ -242,11 +230,12 @@ def volterra_grid(problem: FiniteProblem, ts, resolution: float = 1e-3,
     return grid
 
 
-def volterra(problem: FiniteProblem, schedule, ts, *, resolution: float = 1e-3,
-             grid=None, blowup: float = 1e6) -> FiniteSolution:
+@register("volterra", FiniteProblem, SGD)
+def volterra(problem: FiniteProblem, optimizer: SGD, ts, *, resolution: float = 1e-3,
+             grid=None, blowup: float = 1e6) -> Solution:
     r"""Solve the Volterra equation $\psi = F + \mathcal K * \psi$ of multi-pass SGD on least
     squares (SPEC §2) by product integration on a graded grid; also returns the population
-    risk.
+    risk. The cell [`FiniteProblem`][] × [`SGD`][] (batch 1) of [`hsgd.volterra`][].
 
     On a grid $t_k$ with $\Delta\Gamma_k$ from Simpson's rule, the running sums
     $\operatorname{Var}e_j$ are advanced exactly for $\gamma\psi$ linear in $\Gamma$ over the
@@ -262,13 +251,13 @@ def volterra(problem: FiniteProblem, schedule, ts, *, resolution: float = 1e-3,
     linear in $\psi_{k+1}$. Cost $O(J)$ per step and memory $O(J)$. Second order in the step;
     the default grid (`resolution` $10^{-3}$, see `volterra_grid`) gives about 7 digits.
 
-    **Arguments:** `problem`, `schedule`, `ts` as in [`ode`][hsgd.ode]; `resolution`: relative step
+    **Arguments:** `problem`, `optimizer`, `ts` as in [`ode`][hsgd.ode]; `resolution`: relative step
     of the graded grid; `grid`: your own increasing grid (must contain 0 and every `ts`);
     `blowup` as in [`ode`][hsgd.ode].
 
-    **Returns:** a [`FiniteSolution`][].
+    **Returns:** a [`Solution`][] (`loss`, `risk`, `Gamma`).
     """
-    schedule = as_schedule(schedule)
+    schedule = _batch_one(optimizer, "Volterra equation")
     dtype = problem.eigenvalues.dtype
     ts = jnp.asarray(check_times(ts), dtype)
     ts_np = np.asarray(ts, dtype=float)

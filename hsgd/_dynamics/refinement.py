@@ -12,8 +12,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._ode import Solution, ode
-from ._problem import Problem
+from .._methods import ode
+from .._problem import Problem
+from .._results import Solution
 
 
 class CoarseningError(eqx.Module):
@@ -26,7 +27,7 @@ class CoarseningError(eqx.Module):
     estimate: Float[Array, " T"]
 
 
-def coarsening_error(problem: Problem, schedule, ts, num_bins: int, *, log: bool | None = None,
+def coarsening_error(problem: Problem, optimizer, ts, num_bins: int, *, log: bool | None = None,
                      **ode_kwargs) -> CoarseningError:
     r"""Solve on `problem.coarsen(num_bins)` and on `problem.coarsen(2 * num_bins)` and estimate
     the coarsening error of the first as $\tfrac43|R_n - R_{2n}|/|R_{2n}|$ (second-order
@@ -39,7 +40,7 @@ def coarsening_error(problem: Problem, schedule, ts, num_bins: int, *, log: bool
     float(est.estimate.max())  # ~1e-4: 64 bins are within 1e-4 of the exact modes here
     ```
     """
-    coarse = ode(problem.coarsen(num_bins, log=log), schedule, ts, **ode_kwargs)
-    finer = ode(problem.coarsen(2 * num_bins, log=log), schedule, ts, **ode_kwargs)
+    coarse = ode(problem.coarsen(num_bins, log=log), optimizer, ts, **ode_kwargs)
+    finer = ode(problem.coarsen(2 * num_bins, log=log), optimizer, ts, **ode_kwargs)
     estimate = (4.0 / 3.0) * jnp.abs(coarse.risk - finer.risk) / jnp.abs(finer.risk)
     return CoarseningError(coarse, finer, estimate)

@@ -1,0 +1,19 @@
+"""The built-in cells of the problems × optimizers table: importing this module registers each
+(method, problem type, optimizer type) with `hsgd._registry`.
+
+                    | SGD                               | HeavyBall
+    Problem         | ode, simulate, sde                | —
+    FiniteProblem   | ode, volterra, simulate, sde      | ode (exact recursion), simulate
+"""
+
+from ._dynamics import finite_heavy_ball, finite_sgd, streaming_sgd
+from ._sde import finite_sgd as sde_finite_sgd, streaming_sgd as sde_streaming_sgd
+from ._simulate import (
+                finite_heavy_ball as simulate_finite_heavy_ball,
+                finite_sgd as simulate_finite_sgd,
+                streaming_sgd as simulate_streaming_sgd,
+)
+
+CELL_MODULES = (streaming_sgd, finite_sgd, finite_heavy_ball, simulate_streaming_sgd,
+                simulate_finite_sgd, simulate_finite_heavy_ball, sde_streaming_sgd,
+                sde_finite_sgd)

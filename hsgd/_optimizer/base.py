@@ -1,0 +1,47 @@
+"""The abstract optimizer, and the conversion of a bare schedule into SGD."""
+
+import dataclasses
+
+import equinox as eqx
+
+from .._schedule import AbstractSchedule
+
+
+class AbstractOptimizer(eqx.Module):
+    r"""How the iterate moves — never what the data are.
+
+    An optimizer is a value you pass around, like an optax transformation: an `eqx.Module` whose
+    continuous parameters (the schedule's parameters, the momentum, …) are array leaves, so
+    `jax.vmap`, `jax.grad`, [`tune`][] and [`sweep`][] go through it. The methods
+    [`ode`][], [`simulate`][], [`sde`][] and [`volterra`][] look the pair (problem type,
+    optimizer type) up in one registry; a new optimizer is usable everywhere once its cells are
+    registered with [`register`][] and its name with [`register_optimizer`][].
+
+    Every optimizer has a `schedule` (the learning rate $\gamma$ as a function of the problem's
+    time) and a `batch` (samples per step).
+    """
+
+    schedule: eqx.AbstractVar[AbstractSchedule]
+    batch: eqx.AbstractVar[object]
+
+    def replace(self, **changes) -> "AbstractOptimizer":
+        """A copy with the given fields changed (`dataclasses.replace`; the constructor runs, so
+        its checks do too). Example: `SGD(0.5).replace(schedule=hsgd.Cosine(1.0, 10.0))`."""
+        return dataclasses.replace(self, **changes)
+
+
+def as_optimizer(x, **legacy) -> AbstractOptimizer:
+    r"""`x` as an optimizer: an [`AbstractOptimizer`][] is returned as is; a float, a schedule
+    or a callable $t\mapsto\gamma$ means [`SGD`][]`(x, **legacy)` (`legacy`: the `batch=`
+    keyword the methods accepted before optimizers were values). Passing `batch=` together with
+    an optimizer is an error: the batch is the optimizer's field."""
+    from .sgd import SGD
+
+    legacy = {k: v for k, v in legacy.items() if v is not None}
+    if isinstance(x, AbstractOptimizer):
+        if legacy:
+            raise TypeError(f"{sorted(legacy)} given together with the optimizer "
+                            f"{type(x).__name__}: set them on the optimizer instead, e.g. "
+                            f"optimizer.replace(batch=...)")
+        return x
+    return SGD(x, **legacy)

@@ -1,0 +1,41 @@
+"""Plain (mini-batch) SGD."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import is_traced
+from .._schedule import AbstractSchedule, as_schedule
+from .base import AbstractOptimizer
+
+
+class SGD(AbstractOptimizer):
+    r"""Mini-batch stochastic gradient descent.
+
+    Streaming data ([`Problem`][], SPEC §1): $X_{k+1} = X_k - \frac{\gamma(k/d)}{d\beta}
+    \sum_{i\in\mathcal B_k}\nabla_X f(X_k; a_i, \epsilon_i)$ (fresh samples every step, time
+    $t = k/d$). Finite data ([`FiniteProblem`][], SPEC §2): $x_{k+1} = x_k -
+    \frac{\gamma(t_k)}{\beta}\cdot\frac{n}{n}\sum_{i\in\mathcal B_k}\nabla f_i(x_k)$ over the
+    rows, time in epochs $t = k\beta/n$ (see [`simulate`][] for the exact step).
+
+    **Arguments:**
+
+    - `schedule`: the learning rate $\gamma(t)\ge 0$ — a float, an [`AbstractSchedule`][] or a
+      callable $t\mapsto\gamma$.
+    - `batch`: $\beta\ge 1$ samples per step (gradients averaged). A number (an integer for the
+      simulators); continuous in the streaming ODE, so it may be an array leaf there.
+
+    Example: `hsgd.ode(problem, hsgd.SGD(hsgd.Cosine(1.0, 10.0), batch=4), ts)`; a bare
+    schedule `hsgd.ode(problem, 0.5, ts)` means `SGD(0.5)`.
+    """
+
+    schedule: AbstractSchedule
+    batch: object = 1
+
+    def __init__(self, schedule, batch=1):
+        self.schedule = as_schedule(schedule)
+        if not is_traced(batch):
+            value = np.asarray(batch, dtype=float)
+            if value.ndim != 0 or not (np.isfinite(value) and value >= 1):
+                raise ValueError(f"batch must be a number >= 1, got batch={batch!r}")
+        self.batch = batch if isinstance(batch, int | float) or is_traced(batch) \
+            else jnp.asarray(batch)

@@ -1,0 +1,1 @@
+"""The real optimisers (ground truth), one module per (problem, optimizer) cell."""

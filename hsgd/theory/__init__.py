@@ -1,0 +1,46 @@
+r"""Closed-form theory, grouped the way `optax.schedules` groups schedules: thresholds, limits
+and rates of the dynamics, as branch-free JAX functions of a problem and the hyperparameters.
+
+- Finite-data SGD (SPEC §2): [`gamma_max`][hsgd.theory.gamma_max],
+  [`kernel_norm`][hsgd.theory.kernel_norm], [`limit_loss`][hsgd.theory.limit_loss],
+  [`limit_risk`][hsgd.theory.limit_risk], [`malthusian_root`][hsgd.theory.malthusian_root],
+  [`asymptotic_rate`][hsgd.theory.asymptotic_rate],
+  [`marchenko_pastur_edge`][hsgd.theory.marchenko_pastur_edge],
+  [`phase_transition_stepsize`][hsgd.theory.phase_transition_stepsize].
+- Heavy ball on finite data (SPEC §3): `conditioning`, `heavy_ball_roots`, `gdm_rate`,
+  `momentum_*`, `near_optimal_parameters`, `optimize_momentum`; batch saturation and rate maps
+  (`batch_saturation`, `rate_map`, `rate_maps`).
+"""
+
+from .finite import (
+    asymptotic_rate as asymptotic_rate,
+    gamma_max as gamma_max,
+    kernel_norm as kernel_norm,
+    limit_loss as limit_loss,
+    limit_risk as limit_risk,
+    malthusian_root as malthusian_root,
+    marchenko_pastur_edge as marchenko_pastur_edge,
+    phase_transition_stepsize as phase_transition_stepsize,
+)
+from .momentum import (
+    Conditioning as Conditioning,
+    MomentumParameters as MomentumParameters,
+    conditioning as conditioning,
+    gdm_rate as gdm_rate,
+    heavy_ball_roots as heavy_ball_roots,
+    momentum_converges as momentum_converges,
+    momentum_kernel_norm as momentum_kernel_norm,
+    momentum_limit_loss as momentum_limit_loss,
+    momentum_limit_risk as momentum_limit_risk,
+    momentum_noise_rate as momentum_noise_rate,
+    momentum_rate as momentum_rate,
+    momentum_stepsize_limit as momentum_stepsize_limit,
+    near_optimal_parameters as near_optimal_parameters,
+    optimize_momentum as optimize_momentum,
+)
+from .saturation import (
+    Saturation as Saturation,
+    batch_saturation as batch_saturation,
+    rate_map as rate_map,
+    rate_maps as rate_maps,
+)
