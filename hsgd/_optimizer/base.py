@@ -29,6 +29,19 @@ class AbstractOptimizer(eqx.Module):
         its checks do too). Example: `SGD(0.5).replace(schedule=hsgd.Cosine(1.0, 10.0))`."""
         return dataclasses.replace(self, **changes)
 
+    def tunable(self, problem) -> dict[str, tuple[float, float]]:
+        r"""The continuous fields [`tune`][] may optimise jointly with the schedule on
+        `problem`: field name → open bounds `(low, high)` (the deterministic equivalent must be
+        differentiable in them). `{}` by default; [`tune`][]'s `bounds=` adds or narrows
+        entries."""
+        return {}
+
+    def for_simulation(self, problem) -> "AbstractOptimizer":
+        r"""This optimizer as the real optimiser runs it on `problem`: fields that [`tune`][]
+        and `vmap` treat as continuous but a simulator needs as integers (a batch size) are
+        rounded. The identity by default."""
+        return self
+
 
 def as_optimizer(x, **legacy) -> AbstractOptimizer:
     r"""`x` as an optimizer: an [`AbstractOptimizer`][] is returned as is; a float, a schedule

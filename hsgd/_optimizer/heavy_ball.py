@@ -68,3 +68,27 @@ class HeavyBall(AbstractOptimizer):
             raise ValueError(f"batch must be an integer between 1 and n = {n}, got "
                              f"batch={self.batch!r}")
         return self.batch / n
+
+    def replace(self, **changes) -> "HeavyBall":
+        """A copy with the given fields changed; setting one of `batch` and `batch_fraction`
+        (to a value) clears the other, e.g. `HeavyBall(0.1, 0.5, batch=8).replace(
+        batch_fraction=0.05)`."""
+        if changes.get("batch_fraction") is not None and "batch" not in changes:
+            changes["batch"] = None
+        elif changes.get("batch") is not None and "batch_fraction" not in changes:
+            changes["batch_fraction"] = None
+        return super().replace(**changes)
+
+    def tunable(self, problem) -> dict[str, tuple[float, float]]:
+        r"""`momentum` $\Delta\in(0, 0.99)$ and `batch_fraction` $\zeta\in(1/n, 1)$ (the
+        recursion is differentiable in both)."""
+        return {"momentum": (0.0, 0.99), "batch_fraction": (1.0 / problem.n, 1.0)}
+
+    def for_simulation(self, problem) -> "HeavyBall":
+        r"""With `batch_fraction` $\zeta$: `batch` $= \operatorname{round}(\zeta n)$ in
+        $[1, n]$ rows instead (the simulator draws whole rows); unchanged otherwise."""
+        if self.batch_fraction is None:
+            return self
+        n = problem.n
+        batch = int(np.clip(round(float(self.batch_fraction) * n), 1, n))
+        return HeavyBall(self.schedule, self.momentum, batch=batch)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import is_traced
+from .._problem import Problem
 from .._schedule import AbstractSchedule, as_schedule
 from .base import AbstractOptimizer
 
@@ -39,3 +40,14 @@ class SGD(AbstractOptimizer):
                 raise ValueError(f"batch must be a number >= 1, got batch={batch!r}")
         self.batch = batch if isinstance(batch, int | float) or is_traced(batch) \
             else jnp.asarray(batch)
+
+    def tunable(self, problem) -> dict[str, tuple[float, float]]:
+        r"""`batch` $\beta\in(1, 256)$ on a streaming [`Problem`][] (the ODE's noise term is
+        $\gamma^2/\beta$, continuous in $\beta$); nothing on finite data (the ODE in epochs
+        does not depend on $\beta$)."""
+        return {"batch": (1.0, 256.0)} if isinstance(problem, Problem) else {}
+
+    def for_simulation(self, problem) -> "SGD":
+        """`batch` rounded to the nearest integer (a tuned or vmapped batch is a float)."""
+        batch = int(round(float(self.batch)))
+        return self if isinstance(self.batch, int) else self.replace(batch=batch)

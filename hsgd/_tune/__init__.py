@@ -1,4 +1,5 @@
-"""Schedule tuning through the deterministic dynamics (SPEC §4): `tune`, baselines, SGD check."""
+"""Schedule tuning through the deterministic dynamics (SPEC §4): `tune`, baselines, SGD check —
+for every (problem, optimizer) pair whose `ode` is differentiable."""
 
 from .baselines import (
     BASELINES as BASELINES,
@@ -11,10 +12,13 @@ from .baselines import (
     compare as compare,
     format_comparison as format_comparison,
 )
-from .finite import FinitePredictor as FinitePredictor, MomentumPredictor as MomentumPredictor
+from .common import OBJECTIVES as OBJECTIVES, TuneResult as TuneResult
 from .predictor import (
     AbstractPredictor as AbstractPredictor,
+    FinitePredictor as FinitePredictor,
+    MomentumPredictor as MomentumPredictor,
+    Predictor as Predictor,
     StreamingPredictor as StreamingPredictor,
     predictor_for as predictor_for,
 )
-from .tune import FAMILIES as FAMILIES, TuneResult as TuneResult, tune as tune
+from .tune import FAMILIES as FAMILIES, tune as tune

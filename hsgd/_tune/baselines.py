@@ -16,8 +16,8 @@ from jaxtyping import Array, Float
 
 from .._schedule import AbstractSchedule, Constant, Cosine, PiecewiseLinear, StepDecay
 from .._sweep import grid
+from .common import TuneResult, check_objective, objective_value, time_grid
 from .predictor import AbstractPredictor, predictor_for
-from .tune import TuneResult, check_objective, objective_value, time_grid
 
 BASELINES = ("constant", "step_decay", "cosine", "critical")
 

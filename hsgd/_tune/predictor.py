@@ -1,27 +1,37 @@
 r"""What `tune` differentiates: a *predictor* maps (schedule, scalar hyperparameters) to the
 predicted risk on a fixed time grid ending at the horizon (SPEC §4).
 
-A predictor also knows how to run the real optimiser it predicts (for the SGD check), its theory
-baseline (the critical schedule, SPEC §1) and its noise floor. [`StreamingPredictor`][] wraps
-the one-pass ODE (`hsgd.ode`, any loss); [`FinitePredictor`][] and [`MomentumPredictor`][]
-(`hsgd._tune.finite`) the finite-data ODE and the SGD+M recursion. Another dynamics plugs in by
-subclassing [`AbstractPredictor`][] and adding one branch to [`predictor_for`][].
+One implementation serves every (problem, optimizer) pair whose `ode` is differentiable:
+[`Predictor`][hsgd._tune.predictor.Predictor] holds a template optimizer and predicts
+`hsgd.ode(problem, optimizer.replace(schedule=schedule, **hyperparameters), ts)`; the tunable
+hyperparameters are the optimizer's continuous fields, declared by the optimizer
+([`AbstractOptimizer.tunable`][hsgd.AbstractOptimizer.tunable]). How the ODE is solved for a
+pair (solver, tolerances, a reduced ODE, integer iterations) is its recipe
+(`hsgd._tune.recipes`); a new optimizer uses the generic one. [`StreamingPredictor`][],
+[`FinitePredictor`][] and [`MomentumPredictor`][] are the spellings from before optimizers were
+values: the same class, built from their keyword arguments.
 """
 
 import abc
+import dataclasses
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._dynamics.streaming_sgd import _observe, drift, least_squares_as_finite
-from .._loss.least_squares import LeastSquares
-from .._methods import ode, simulate
-from .._optimizer import SGD
+from .._methods import simulate
+from .._optimizer import SGD, AbstractOptimizer, HeavyBall, as_optimizer
 from .._problem import FiniteProblem, Problem
+from .._registry import lookup
+from .recipes import (
+    SETTINGS,
+    checkpoint_count as checkpoint_count,
+    noise_floor,
+    recipe_for,
+    resolve_target,
+)
 
 
 class AbstractPredictor(eqx.Module):
@@ -63,16 +73,155 @@ class AbstractPredictor(eqx.Module):
         ...
 
 
-def checkpoint_count(max_steps: int, state_size: int, budget: int = 2**21) -> int:
-    r"""Checkpoints for `RecursiveCheckpointAdjoint`: `budget // state_size` clipped to
-    $[16, \text{max\_steps}]$. With at least as many checkpoints as accepted steps, reverse mode
-    re-runs each step once; with diffrax's default ($\approx\sqrt{2\,\text{max\_steps}}$,
-    online treeverse) some steps run twice more (see `benchmarks/tune.py`)."""
-    return int(min(max(budget // max(int(state_size), 1), 16), int(max_steps)))
+def _dtype(problem):
+    """The floating dtype of `problem`: its `dtype`, else that of its first floating array."""
+    dtype = getattr(problem, "dtype", None)
+    if dtype is not None:
+        return dtype
+    if isinstance(problem, FiniteProblem):
+        return problem.eigenvalues.dtype
+    leaves = jax.tree_util.tree_leaves(eqx.filter(problem, eqx.is_inexact_array))
+    return leaves[0].dtype if leaves else jnp.zeros(()).dtype
 
 
-class StreamingPredictor(AbstractPredictor):
-    r"""One-pass SGD on any loss (SPEC §1): the risk from `hsgd.ode`, SGD from `hsgd.simulate`.
+def _field_names(optimizer) -> list[str]:
+    return [f.name for f in dataclasses.fields(optimizer) if f.name != "schedule"]
+
+
+def _check_bounds(optimizer, declared: dict, given: dict | None) -> dict:
+    bounds = {k: tuple(map(float, v)) for k, v in declared.items()}
+    fields = _field_names(optimizer)
+    for name, value in (given or {}).items():
+        if name not in fields:
+            raise ValueError(f"bounds names {name!r}, which is not a field of "
+                             f"{type(optimizer).__name__}; its fields: {fields}")
+        try:
+            low, high = map(float, value)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds[{name!r}] must be a pair (low, high), got {value!r}") \
+                from None
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValueError(f"bounds[{name!r}] must be finite with low < high, got "
+                             f"{value!r}")
+        bounds[name] = (low, high)
+    return bounds
+
+
+class Predictor(AbstractPredictor):
+    r"""The prediction of any registered (problem, optimizer) pair whose `ode` is
+    differentiable: `hsgd.ode(problem, optimizer.replace(schedule=schedule,
+    **hyperparameters), ts)` and its `target` curve; the SGD check runs `hsgd.simulate` with
+    the same optimizer ([`AbstractOptimizer.for_simulation`][hsgd.AbstractOptimizer.for_simulation]:
+    continuous stand-ins rounded, e.g. a tuned batch).
+
+    **Arguments:**
+
+    - `problem`: any problem (with an instance or data for the SGD check).
+    - `ts`: output times in the pair's clock (streaming $t = k/d$; finite-data SGD epochs;
+      heavy ball iterations, rounded to integers); `ts[-1]` is the horizon.
+    - `optimizer`: the template (default `SGD(1.0)`; a float or schedule means SGD of it). Its
+      schedule is replaced by the one being tuned; its other fields are kept unless tuned.
+    - `target`: `"risk"` (default when the problem has a population risk) or `"loss"` (the
+      training loss $\tfrac12\|Ax - b\|^2$ of a [`FiniteProblem`][]).
+    - `bounds`: name → (low, high) for fields tuned jointly, on top of (or narrowing) what
+      [`AbstractOptimizer.tunable`][hsgd.AbstractOptimizer.tunable] declares; any field of the
+      optimizer in which its ODE is differentiable may be named.
+    - `ode_bins`: coarsen the spectrum to this many bins for the ODE (problems with
+      `coarsen`, i.e. streaming).
+    - `rtol`, `atol`, `max_steps`, `checkpoints` (of diffrax's `RecursiveCheckpointAdjoint`),
+      `reduced`: solver settings (None: the pair's recipe default; the generic recipe passes
+      only those set); `ode_options`: further keywords for `hsgd.ode`.
+    """
+
+    problem: object
+    ode_problem: object
+    optimizer: AbstractOptimizer
+    ts: Float[Array, " T"]
+    ode_options: dict
+    times: tuple = eqx.field(static=True)
+    target: str = eqx.field(static=True)
+    hyper_bounds: dict = eqx.field(static=True)
+    rtol: float | None = eqx.field(static=True)
+    atol: float | None = eqx.field(static=True)
+    max_steps: int | None = eqx.field(static=True)
+    checkpoints: int | None = eqx.field(static=True)
+    reduced: bool = eqx.field(static=True)
+    recipe: object = eqx.field(static=True)
+
+    def __init__(self, problem, ts, optimizer=None, *, target: str | None = None,
+                 bounds: dict | None = None, ode_bins: int | None = None, rtol=None,
+                 atol=None, max_steps=None, checkpoints=None, reduced: bool = True,
+                 ode_options: dict | None = None):
+        optimizer = as_optimizer(SGD(1.0) if optimizer is None else optimizer)
+        lookup("ode", problem, optimizer)  # an UnsupportedError naming the pair, early
+        recipe = recipe_for(problem, optimizer)
+        recipe.check(problem, optimizer)
+        given = {"rtol": rtol, "atol": atol, "max_steps": max_steps, "checkpoints": checkpoints}
+        extra = sorted(k for k, v in given.items() if v is not None and k not in recipe.settings)
+        if extra:
+            raise ValueError(f"{extra} do not apply to the prediction of "
+                             f"{recipe.name(problem, optimizer)}; it takes "
+                             f"{[s for s in SETTINGS if s in recipe.settings]}")
+        self.problem = problem
+        if ode_bins is not None and not hasattr(problem, "coarsen"):
+            raise ValueError(f"ode_bins applies to streaming problems (hsgd.Problem), not to a "
+                             f"{type(problem).__name__}; got ode_bins={ode_bins!r}")
+        self.ode_problem = problem.coarsen(int(ode_bins)) if ode_bins else problem
+        self.optimizer = optimizer
+        grid = recipe.grid(ts)
+        self.times = tuple(grid.tolist())
+        self.ts = jnp.asarray(grid, dtype=_dtype(problem))
+        self.target = resolve_target(problem, target)
+        self.hyper_bounds = _check_bounds(optimizer, optimizer.tunable(problem), bounds)
+        self.reduced = recipe.reduced(problem, reduced)
+        settings = recipe.resolve(given, self.ode_problem, self.reduced)
+        self.rtol = None if settings.get("rtol") is None else float(settings["rtol"])
+        self.atol = None if settings.get("atol") is None else float(settings["atol"])
+        self.max_steps = None if settings.get("max_steps") is None else \
+            int(settings["max_steps"])
+        self.checkpoints = None if settings.get("checkpoints") is None else \
+            int(settings["checkpoints"])
+        self.ode_options = dict(ode_options or {})
+        self.recipe = recipe
+
+    def configure(self, schedule, hyperparameters: dict | None = None) -> AbstractOptimizer:
+        """The template with `schedule` and the hyperparameter values in."""
+        hyperparameters = dict(hyperparameters or {})
+        unknown = sorted(set(hyperparameters) - set(self.hyper_bounds))
+        if unknown:
+            raise ValueError(f"unknown hyperparameters {unknown}; tunable: "
+                             f"{sorted(self.hyper_bounds)}")
+        return self.optimizer.replace(schedule=schedule, **hyperparameters)
+
+    def __call__(self, schedule, hyperparameters: dict) -> Float[Array, " T"]:
+        return self.recipe.predict(self, self.configure(schedule, hyperparameters))
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return dict(self.hyper_bounds)
+
+    def simulate(self, schedule, hyperparameters: dict, key, num_runs: int) -> np.ndarray:
+        if isinstance(self.problem, Problem) and self.problem.X_star is None:
+            raise ValueError("the SGD check needs a problem with an instance (X_star, X0): "
+                             "build it with Problem.random or Problem.from_arrays")
+        optimizer = self.configure(schedule, hyperparameters).for_simulation(self.problem)
+        res = simulate(self.problem, optimizer, self.recipe.simulation_times(self), key,
+                       num_runs=num_runs)
+        return np.asarray(res.risk if self.target == "risk" else res.loss)
+
+    def critical(self, factors, ts) -> tuple[Array, Array]:
+        return self.recipe.critical(self, factors, ts)
+
+    def floor(self) -> float:
+        return noise_floor(self.ode_problem, self.target)
+
+
+# ---------------------------------------------------------------------------------- aliases
+# The spellings from before optimizers were values: Predictor built from keyword arguments.
+
+
+class StreamingPredictor(Predictor):
+    r"""One-pass SGD on any loss (SPEC §1): [`Predictor`][hsgd._tune.predictor.Predictor] for
+    [`Problem`][] × [`SGD`][]`(·, batch)`.
 
     The ODE is integrated with `diffrax.Kvaerno5` (L-stable, implicit) and a PID controller,
     whose solution is a smooth function of the schedule, so central differences can check its
@@ -106,127 +255,154 @@ class StreamingPredictor(AbstractPredictor):
       the full ODE, as for every other loss).
     """
 
-    problem: Problem
-    ode_problem: Problem
-    ts: Float[Array, " T"]
-    batch: float = eqx.field(static=True)
-    max_batch: float = eqx.field(static=True)
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
-    checkpoints: int | None = eqx.field(static=True)
-    reduced: bool = eqx.field(static=True)
-    times: tuple = eqx.field(static=True)
-
     def __init__(self, problem: Problem, ts, *, batch=1.0, ode_bins: int | None = None,
                  max_batch=256.0, rtol=1e-6, atol=1e-9, max_steps=16384,
                  checkpoints: int | None = None, reduced: bool = True):
         if not isinstance(problem, Problem):
             raise TypeError(f"StreamingPredictor needs a hsgd.Problem, got "
                             f"{type(problem).__name__}")
-        self.problem = problem
-        self.ode_problem = problem.coarsen(int(ode_bins)) if ode_bins else problem
-        self.ts = jnp.asarray(ts, dtype=problem.V0.dtype)
-        self.times = tuple(map(float, np.asarray(ts, dtype=float)))
-        self.reduced = bool(reduced) and isinstance(problem.loss, LeastSquares)
-        self.batch = float(batch)
-        if not self.batch >= 1:
+        if not float(batch) >= 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        self.max_batch = float(max_batch)
-        self.rtol, self.atol, self.max_steps = float(rtol), float(atol), int(max_steps)
-        if checkpoints is not None:
-            self.checkpoints = int(checkpoints)
-        else:
-            self.checkpoints = (None if self.reduced else
-                                checkpoint_count(self.max_steps, self.ode_problem.V0.size))
+        super().__init__(problem, ts, SGD(1.0, batch=float(batch)),
+                         bounds={"batch": (1.0, float(max_batch))}, ode_bins=ode_bins,
+                         rtol=rtol, atol=atol, max_steps=max_steps, checkpoints=checkpoints,
+                         reduced=reduced)
 
-    def _controller(self):
-        return diffrax.PIDController(rtol=self.rtol, atol=self.atol,
-                                     dtmin=1e-9 * jnp.maximum(self.ts[-1], 1.0))
-
-    def __call__(self, schedule, hyperparameters: dict) -> Float[Array, " T"]:
-        batch = hyperparameters.get("batch", self.batch)
-        adjoint = diffrax.RecursiveCheckpointAdjoint(self.checkpoints)
-        if self.reduced:
-            reduced = least_squares_as_finite(self.ode_problem, batch)
-            return batch * ode(reduced, SGD(schedule), np.asarray(self.times),
-                               rtol=self.rtol, adjoint=adjoint, max_steps=self.max_steps).loss
-        return ode(self.ode_problem, SGD(schedule, batch), self.ts, solver=diffrax.Kvaerno5(),
-                   stepsize_controller=self._controller(), max_steps=self.max_steps,
-                   adjoint=adjoint).risk
-
-    def bounds(self) -> dict[str, tuple[float, float]]:
-        return {"batch": (1.0, self.max_batch)}
-
-    def simulate(self, schedule, hyperparameters: dict, key, num_runs: int) -> np.ndarray:
-        batch = int(round(float(hyperparameters.get("batch", self.batch))))
-        if self.problem.X_star is None:
-            raise ValueError("the SGD check needs a problem with an instance (X_star, X0): "
-                             "build it with Problem.random or Problem.from_arrays")
-        res = simulate(self.problem, SGD(schedule, batch), np.asarray(self.ts), key,
-                       num_runs=num_runs)
-        return np.asarray(res.risk)
-
-    def critical(self, factors, ts) -> tuple[Array, Array]:
-        loss = self.ode_problem.loss
-        if loss.m != loss.m_star:
-            raise NotImplementedError("the critical learning rate needs m = m* (SPEC §1)")
-        factors = jnp.asarray(factors, dtype=self.ts.dtype)
-        ts = jnp.asarray(ts, dtype=self.ts.dtype)
-        fn = jax.vmap(lambda c: _critical_solve(self.ode_problem, c, ts, self.batch,
-                                                self._controller(), self.max_steps))
-        return fn(factors)
-
-    def floor(self) -> float:
-        loss, prob = self.ode_problem.loss, self.ode_problem
-        if loss.m != loss.m_star:
-            return float("nan")
-        S = prob.B0()[loss.m:, loss.m:]
-        return float(loss.risk(jnp.block([[S, S], [S, S]])))
+    @property
+    def batch(self) -> float:
+        return float(self.optimizer.batch)
 
 
-@eqx.filter_jit
-def _critical_solve(problem, factor, ts, batch, controller, max_steps):
-    r"""The ODE driven by the feedback $\gamma = c\,\gamma_{\rm crit}(B(t))$ (SPEC §1), which
-    depends on the state, not on $t$ alone: its own vector field, built from `drift`."""
-    beta = jnp.asarray(batch, ts.dtype)
-
-    def gamma_of(V):
-        g = _observe(problem, V, jnp.zeros((), V.dtype), beta, {})["gamma_crit"]
-        return factor * jnp.maximum(g, 0.0)
-
-    def vector_field(t, V, args):
-        return drift(problem, V, gamma_of(V), beta)
-
-    def save(t, V, args):
-        g = gamma_of(V)
-        return _observe(problem, V, g, beta, {})["risk"], g
-
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), diffrax.Kvaerno5(), t0=0.0, t1=ts[-1], dt0=None,
-        y0=problem.V0, saveat=diffrax.SaveAt(ts=ts, fn=save), stepsize_controller=controller,
-        max_steps=max_steps, throw=False)
-    ok = sol.result == diffrax.RESULTS.successful
-    risk, gamma = sol.ys
-    return jnp.where(ok, risk, jnp.nan), jnp.where(ok, gamma, jnp.nan)
+def _finite(problem, name):
+    if not isinstance(problem, FiniteProblem):
+        raise TypeError(f"{name} needs a hsgd.FiniteProblem, got {type(problem).__name__}")
 
 
-def predictor_for(problem, ts, *, dynamics: str | None = None, **kwargs) -> AbstractPredictor:
+class FinitePredictor(Predictor):
+    r"""Multi-pass SGD on finite least squares (SPEC §2):
+    [`Predictor`][hsgd._tune.predictor.Predictor] for [`FiniteProblem`][] × [`SGD`][]`(·,
+    batch)` — the per-mode ODE ([`LinearKvaerno5`][], stage equations solved exactly) predicts,
+    the SGD simulator over the rows of $A$ checks.
+
+    Time is in **epochs** ($t = k\beta/n$); the horizon `ts[-1]` is a budget in passes over the
+    data. The ODE does not depend on the batch size $\beta$ (with the summed batch gradient of
+    `hsgd._simulate.finite_sgd`, $n/\beta$ steps per epoch carry the same drift and noise as $n$
+    single-row steps), so no scalar is tunable: `bounds()` is empty and `batch` only sets the
+    SGD check.
+
+    **Arguments:**
+
+    - `problem`: a [`FiniteProblem`][] (with data for the SGD check).
+    - `ts`: output epochs, increasing, from 0; `target`: `"risk"` or `"loss"` (default: the
+      population risk when the problem has one, else the training loss).
+    - `batch`: rows per SGD step for the check.
+    - `rtol`, `atol`, `max_steps`: of the ODE (default rtol $10^{-8}$: far below SGD's
+      fluctuations); `checkpoints`: of diffrax's `RecursiveCheckpointAdjoint` for the
+      gradient (default None: diffrax's $\approx\sqrt{2\,\text{max\_steps}}$. Unlike the
+      streaming predictor, more does not pay here: a [`LinearKvaerno5`][] step is cheap, and
+      2095 checkpoints made the gradient 5.3x a forward solve against 3.4x with the default,
+      `benchmarks/tune.py`).
+    """
+
+    def __init__(self, problem: FiniteProblem, ts, *, target: str | None = None, batch=1,
+                 rtol=1e-8, atol=None, max_steps: int = 4096, checkpoints: int | None = None,
+                 ode_bins=None):
+        _finite(problem, "FinitePredictor")
+        super().__init__(problem, ts, SGD(1.0, batch=batch), target=target, ode_bins=ode_bins,
+                         rtol=rtol, atol=atol, max_steps=max_steps, checkpoints=checkpoints)
+
+    @property
+    def batch(self) -> int:
+        return int(round(float(self.optimizer.batch)))
+
+
+class MomentumPredictor(Predictor):
+    r"""Mini-batch SGD with heavy-ball momentum on finite least squares (SPEC §3):
+    [`Predictor`][hsgd._tune.predictor.Predictor] for [`FiniteProblem`][] × [`HeavyBall`][] —
+    the exact per-mode recursion [`hsgd.ode`][] predicts, [`hsgd.simulate`][] checks.
+
+    Time is in **iterations** $k$ (the recursion's own clock, and the schedule is
+    $\gamma_k$ on the summed batch gradient): `ts` are iteration counts (rounded to integers)
+    and the horizon `ts[-1]` is an iteration budget. Tunable scalars (`bounds()`):
+    `momentum` $\Delta\in(0, \Delta_{\max})$ and `batch_fraction` $\zeta\in(1/n, 1)$, each
+    through a sigmoid of a raw parameter (every raw value admissible). At a fixed
+    *iteration* budget a larger batch only lowers the noise, so a tuned `batch_fraction`
+    runs to its upper bound; tune it only with that in mind.
+
+    **Arguments:**
+
+    - `problem`: a [`FiniteProblem`][]; `ts`: output iterations (non-negative, increasing).
+    - `target`: `"risk"` or `"loss"` as for [`FinitePredictor`][].
+    - `batch` (rows per step, default 1) or `batch_fraction` $\zeta$ (exclusive; the SGD
+      check runs $\operatorname{round}(\zeta n)$ rows).
+    - `momentum` $\Delta\in[0, 1)$ (default 0); `max_momentum`: upper bound when tuned.
+    """
+
+    def __init__(self, problem: FiniteProblem, ts, *, target: str | None = None, batch=None,
+                 batch_fraction=None, momentum=0.0, max_momentum=0.99, ode_bins=None):
+        _finite(problem, "MomentumPredictor")
+        if batch is not None and batch_fraction is not None:
+            raise ValueError("pass at most one of batch and batch_fraction")
+        if batch_fraction is None:
+            b = 1.0 if batch is None else float(batch)
+            if b != int(b) or not 1 <= b <= problem.n:
+                raise ValueError(f"batch must be an integer in [1, n = {problem.n}], got "
+                                 f"{batch!r}")
+            batch = int(b)
+        elif not 0 < float(batch_fraction) <= 1:
+            raise ValueError(f"batch_fraction must be in (0, 1], got {batch_fraction!r}")
+        if not 0 <= float(momentum) < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if not 0 < float(max_momentum) < 1:
+            raise ValueError(f"max_momentum must be in (0, 1), got {max_momentum!r}")
+        optimizer = HeavyBall(1.0, float(momentum), batch=batch,
+                              batch_fraction=None if batch_fraction is None
+                              else float(batch_fraction))
+        super().__init__(problem, ts, optimizer, target=target, ode_bins=ode_bins,
+                         bounds={"momentum": (0.0, float(max_momentum))})
+
+    @property
+    def batch_fraction(self) -> float:
+        return float(self.optimizer.fraction(self.problem.n))
+
+    @property
+    def momentum(self) -> float:
+        return float(self.optimizer.momentum)
+
+    @property
+    def iterations(self) -> tuple:
+        return self.times
+
+
+def predictor_for(problem, ts, *, optimizer=None, dynamics: str | None = None,
+                  **kwargs) -> AbstractPredictor:
     """The predictor for `problem` on times `ts` (an [`AbstractPredictor`][] is returned as is).
+
+    With `optimizer` (any registered optimizer, or a float/schedule meaning SGD): a
+    [`Predictor`][hsgd._tune.predictor.Predictor] for that pair; `kwargs` are its keywords
+    (`target`, `bounds`, `ode_bins`, `rtol`, …); `batch=` only with a float or schedule
+    (then `SGD(optimizer, batch)`; an optimizer carries its own batch).
+
+    Without (the spellings from before optimizers were values):
 
     - a [`Problem`][]: [`StreamingPredictor`][] (one-pass SGD, any loss; `ts` in $k/d$);
     - a [`FiniteProblem`][]: [`FinitePredictor`][] (multi-pass SGD, the ODE; `ts` in epochs),
       or with `dynamics="momentum"` [`MomentumPredictor`][] (SGD+M, the recursion; `ts` in
-      iterations).
+      iterations);
+    - any other problem: a `Predictor` for `SGD`.
 
-    `kwargs` go to the predictor. To add a dynamics: subclass [`AbstractPredictor`][] and add
-    a branch here.
+    `kwargs` go to the predictor.
     """
-    from .finite import FinitePredictor, MomentumPredictor
-
     if isinstance(problem, AbstractPredictor):
         return problem
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if optimizer is not None:
+        if dynamics not in (None, "ode"):
+            raise ValueError(f"dynamics={dynamics!r} is the spelling before optimizers were "
+                             f"values; with optimizer= leave it out (got optimizer "
+                             f"{type(optimizer).__name__})")
+        optimizer = as_optimizer(optimizer, batch=kwargs.pop("batch", None))
+        return Predictor(problem, ts, optimizer, **kwargs)
     if isinstance(problem, FiniteProblem):
         if dynamics in (None, "ode"):
             return FinitePredictor(problem, ts, **kwargs)
@@ -238,5 +414,5 @@ def predictor_for(problem, ts, *, dynamics: str | None = None, **kwargs) -> Abst
         raise ValueError(f"dynamics={dynamics!r} needs a FiniteProblem")
     if isinstance(problem, Problem):
         return StreamingPredictor(problem, ts, **kwargs)
-    raise TypeError(f"no predictor for a problem of type {type(problem).__name__}; pass a "
-                    f"hsgd.Problem, a hsgd.FiniteProblem or an AbstractPredictor")
+    batch = kwargs.pop("batch", 1)
+    return Predictor(problem, ts, SGD(1.0, batch=batch), **kwargs)

@@ -14,53 +14,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float
 
 from .._schedule import (
-    AbstractSchedule,
     AbstractTunableSchedule,
     TunableConstant,
     TunableKnots,
     TunableSoftplus,
     TunableWarmupDecay,
 )
-from .predictor import AbstractPredictor, predictor_for
+from .baselines import best_constant
+from .common import (
+    OBJECTIVES as OBJECTIVES,
+    TuneResult,
+    check_horizon,
+    check_objective as check_objective,
+    objective_value,
+    time_grid,
+)
+from .predictor import predictor_for
 
 FAMILIES = ("knots", "linear_knots", "softplus", "cosine", "exponential", "polynomial",
             "constant")
-OBJECTIVES = ("final", "average")
-
-
-def check_horizon(horizon) -> float:
-    """`horizon` as a float, or a ValueError naming the value."""
-    try:
-        value = float(horizon)
-    except (TypeError, ValueError):
-        raise ValueError(f"horizon must be a number > 0, got {horizon!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"horizon must be a finite number > 0 (the budget T), got {horizon!r}")
-    return value
-
-
-def time_grid(horizon, num_times: int) -> np.ndarray:
-    """`num_times` equispaced times on $[0, T]$ (T checked)."""
-    horizon = check_horizon(horizon)
-    if int(num_times) < 2:
-        raise ValueError(f"num_times must be >= 2, got {num_times}")
-    return np.linspace(0.0, horizon, int(num_times))
-
-
-def objective_value(objective: str, risk, ts):
-    """$R(T)$ (`"final"`) or the trapezoidal time average $\\frac1T\\int_0^T R$ (`"average"`)."""
-    if objective == "final":
-        return risk[-1]
-    return jnp.sum(0.5 * (risk[1:] + risk[:-1]) * jnp.diff(ts)) / (ts[-1] - ts[0])
-
-
-def check_objective(objective: str) -> str:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    return objective
 
 
 def make_family(family, horizon: float, gamma: float, *, num_knots: int = 12
@@ -110,31 +84,6 @@ class Hyperparameters(eqx.Module):
                 * jax.nn.sigmoid(v) for k, v in self.raw.items()}
 
 
-class TuneResult(eqx.Module):
-    r"""The output of [`tune`][].
-
-    - `schedule`: the tuned schedule (the best iterate seen); `initial_schedule`;
-    - `hyperparameters`: dict name → tuned value (empty when none were tuned);
-    - `ts`, `risk`, `gamma`: the predicted risk and the tuned learning rate on the time grid;
-      `initial_risk`: the prediction for the initial schedule;
-    - `loss_history`: the objective after each accepted optimisation step (index 0: initial);
-    - `objective`, `num_steps`, `wall_time` (seconds, compilation included), `predictor`.
-    """
-
-    schedule: AbstractSchedule
-    initial_schedule: AbstractSchedule
-    hyperparameters: dict
-    ts: Float[Array, " T"]
-    risk: Float[Array, " T"]
-    gamma: Float[Array, " T"]
-    initial_risk: Float[Array, " T"]
-    loss_history: np.ndarray
-    objective: str = eqx.field(static=True)
-    num_steps: int = eqx.field(static=True)
-    wall_time: float = eqx.field(static=True)
-    predictor: AbstractPredictor
-
-
 @eqx.filter_jit
 def _value_and_grad(params, static, hyper0, predictor, objective):
     # Module level, with everything as arguments: calls with the same structure (problem
@@ -150,46 +99,53 @@ def _value_and_grad(params, static, hyper0, predictor, objective):
     return value, grads, risk
 
 
-def tune(problem, family="knots", horizon=None, *, objective: str = "final", batch=None,
-         num_times: int = 41, ode_bins: int | None = None, init_gamma=None,
+def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: str = "final",
+         batch=None, num_times: int = 41, ode_bins: int | None = None, init_gamma=None,
          num_knots: int = 12, hyperparameters: dict | None = None,
-         optimizer: optax.GradientTransformation | None = None, learning_rate: float = 0.05,
-         num_steps: int = 100, progress: bool | Callable = False,
+         optax_optimizer: optax.GradientTransformation | None = None,
+         learning_rate: float = 0.05, num_steps: int = 100, progress: bool | Callable = False,
          **predictor_kwargs) -> TuneResult:
     r"""Tune a learning-rate schedule against the predicted risk (SPEC §4).
 
     Minimises $R(T)$ (`objective="final"`) or $\frac1T\int_0^T R\,dt$ (`"average"`) over the
-    raw parameters of a tunable schedule (and optionally scalar hyperparameters) with optax,
-    the gradient by `jax.grad` through the ODE solve. A step whose prediction is not finite
-    (the schedule blew the dynamics up) is retried at half the update until it is; the best
-    iterate is returned.
+    raw parameters of a tunable schedule (and optionally scalar hyperparameters of the
+    optimizer) with optax, the gradient by `jax.grad` through the ODE solve: the prediction is
+    `hsgd.ode(problem, optimizer.replace(schedule=schedule, **hyperparameters), ts)`. A step
+    whose prediction is not finite (the schedule blew the dynamics up) is retried at half the
+    update until it is; the best iterate is returned.
 
     **Arguments:**
 
-    - `problem`: a [`Problem`][] (streaming SGD, any loss), a [`FiniteProblem`][]
-      (multi-pass SGD through the finite-data ODE; with `dynamics="momentum"` SGD+M through
-      its recursion), or an `AbstractPredictor` (see [`predictor_for`][]).
+    - `problem`: any problem with a registered, differentiable `ode` for `optimizer` (a
+      [`Problem`][], a [`FiniteProblem`][], …), or an `AbstractPredictor` (see
+      [`predictor_for`][]).
     - `family`: `"knots"` (piecewise-linear, log-spaced knots), `"linear_knots"`,
       `"softplus"` (free-form), `"cosine"`, `"exponential"`, `"polynomial"` (warm-up + decay,
       [`TunableWarmupDecay`][]), `"constant"`, or any `AbstractTunableSchedule` instance.
-    - `horizon`: the budget $T > 0$ ($t = k/d$ for streaming SGD, epochs $k\beta/n$ for the
-      finite-data ODE, iterations $k$ for momentum).
-    - `batch`, `num_times` (grid of the prediction), `ode_bins` (coarsen the spectrum;
-      streaming only): for the predictor.
+    - `horizon`: the budget $T > 0$ in the pair's clock ($t = k/d$ for streaming SGD, epochs
+      $k\beta/n$ for finite-data SGD, iterations $k$ for heavy ball).
+    - `optimizer`: the optimizer whose schedule is tuned — any [`AbstractOptimizer`][] (e.g.
+      `hsgd.HeavyBall(1.0, momentum=0.9, batch=8)`; its schedule is replaced, its other
+      fields kept unless tuned); default `SGD` (with `batch`). For backward compatibility an
+      optax transformation here means `optax_optimizer`.
+    - `batch`: the SGD batch when no optimizer is given; `num_times` (grid of the
+      prediction), `ode_bins` (coarsen the spectrum; streaming only): for the predictor.
     - `init_gamma`: level of the initial schedule; default: the best constant stepsize of an
       ODE sweep (so tuning starts from the best constant's risk).
     - `num_knots`: knots of the knot families.
-    - `hyperparameters`: dict name → initial value of scalars tuned jointly (streaming:
-      `{"batch": 4.0}`; momentum: `{"momentum": 0.5, "batch_fraction": 0.1}`; within the
-      predictor's bounds).
-    - `optimizer`: an optax transformation (default `optax.adam(learning_rate)`), applied to
-      the raw (log / logit / softplus⁻¹) parameters.
+    - `hyperparameters`: dict field → initial value of the optimizer's continuous fields tuned
+      jointly, within the bounds its [`tunable`][hsgd.AbstractOptimizer.tunable] declares (or
+      `bounds=` gives): SGD on streaming data `{"batch": 4.0}`; heavy ball
+      `{"momentum": 0.5, "batch_fraction": 0.1}`.
+    - `optax_optimizer`: an optax transformation (default `optax.adam(learning_rate)`),
+      applied to the raw (log / logit / softplus⁻¹) parameters.
     - `num_steps`: optimisation steps; `progress`: print one line per step to stderr (or a
       callable `progress(step, objective, result_so_far_schedule)`).
-    - `predictor_kwargs`: passed to [`predictor_for`][], e.g. `dynamics="momentum"`,
-      `target="loss"`, `momentum=0.9`, `rtol=1e-7`.
+    - `predictor_kwargs`: passed to [`predictor_for`][], e.g. `target="loss"`,
+      `bounds={"momentum": (0.0, 0.9)}`, `rtol=1e-7`; the spellings from before optimizers
+      were values (`dynamics="momentum"`, `momentum=0.9`) still work without `optimizer`.
 
-    **Returns:** a [`TuneResult`][].
+    **Returns:** a [`TuneResult`][] (`res.optimizer`: the tuned optimizer).
 
     Example:
 
@@ -200,26 +156,30 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
     res.loss_history[0], res.loss_history.min()
     ```
     """
+    if isinstance(optimizer, optax.GradientTransformation):
+        if optax_optimizer is not None:
+            raise TypeError("optimizer is an optax transformation and optax_optimizer is given "
+                            "too: pass the hsgd optimizer as optimizer= and the optax one as "
+                            "optax_optimizer=")
+        optimizer, optax_optimizer = None, optimizer
     horizon = check_horizon(horizon)
     check_objective(objective)
     if int(num_steps) < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    predictor = predictor_for(problem, time_grid(horizon, num_times), batch=batch,
-                              ode_bins=ode_bins, **predictor_kwargs)
+    predictor = predictor_for(problem, time_grid(horizon, num_times), optimizer=optimizer,
+                              batch=batch, ode_bins=ode_bins, **predictor_kwargs)
     if not np.isclose(float(predictor.ts[-1]), horizon):
         raise ValueError(f"horizon {horizon} differs from the predictor's last time "
                          f"{float(predictor.ts[-1])}")
     if init_gamma is None and not isinstance(family, AbstractTunableSchedule):
-        from .baselines import best_constant
-
         init_gamma = best_constant(predictor, objective=objective).parameters["gamma"]
     if init_gamma is not None and not (np.isfinite(init_gamma) and init_gamma > 0):
         raise ValueError(f"init_gamma must be > 0, got {init_gamma}")
     schedule0 = make_family(family, horizon, init_gamma, num_knots=num_knots)
     hyper0 = Hyperparameters(hyperparameters or {}, predictor.bounds())
-    optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
+    optimizer = optax.adam(learning_rate) if optax_optimizer is None else optax_optimizer
     ts = predictor.ts
 
     trainable, static = eqx.partition(schedule0, schedule0.trainable())
@@ -271,8 +231,10 @@ def tune(problem, family="knots", horizon=None, *, objective: str = "final", bat
     hyper = eqx.tree_at(lambda h: h.raw, hyper0, best[1][1]).values()
     risk = best[2]  # the prediction for the best iterate, from its own evaluation
     wall = time.perf_counter() - start
-    return TuneResult(schedule=schedule, initial_schedule=schedule0,
-                      hyperparameters={k: float(v) for k, v in hyper.items()}, ts=ts,
-                      risk=risk, gamma=jax.vmap(schedule)(ts), initial_risk=initial_risk,
+    hyper = {k: float(v) for k, v in hyper.items()}
+    configure = getattr(predictor, "configure", None)  # a user's AbstractPredictor may lack it
+    return TuneResult(schedule=schedule, initial_schedule=schedule0, hyperparameters=hyper,
+                      ts=ts, risk=risk, gamma=jax.vmap(schedule)(ts), initial_risk=initial_risk,
                       loss_history=np.asarray(history), objective=objective,
-                      num_steps=len(history) - 1, wall_time=wall, predictor=predictor)
+                      num_steps=len(history) - 1, wall_time=wall, predictor=predictor,
+                      optimizer=None if configure is None else configure(schedule, hyper))
