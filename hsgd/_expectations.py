@@ -1,17 +1,33 @@
-r"""Gaussian expectations $\mathbb{E}_{r\sim N(0,B)}[F(r)]$ by fixed quadrature rules (SPEC §1).
+r"""Gaussian expectations $\mathbb{E}_{r\sim N(0,B)}[F(r)]$ by fixed quadrature rules, with
+error estimates (SPEC §1).
 
 Every loss statistic the deterministic equivalent needs — the risk $h(B)$, the drift Jacobian
-$J(B)$, the gradient second moment $I(B)$ — is an expectation of a low-dimensional function of
-$r = W^\top a \sim N(0, B)$ with $B = W^\top K W$ a $p\times p$ positive semi-definite matrix.
-We write $r = L z$ with $L L^\top = B$ and $z \sim N(0, I_p)$, and replace the law of $z$ by a
-fixed, deterministic rule $\{(z_k, w_k)\}$, so that expectations are smooth, differentiable
-functions of $B$:
+$J(B)$, the gradient second moment $I(B)$, the critical-rate numerator $A(B)$ — is an
+expectation of a low-dimensional function of $r = W^\top a \sim N(0, B)$ with
+$B = W^\top K W$ a $p\times p$ positive semi-definite matrix. We write $r = L z$ with
+$L L^\top = B$ and $z \sim N(0, I_p)$, and replace the law of $z$ by a fixed, deterministic rule
+$\{(z_k, w_k)\}$, so that expectations are smooth, differentiable functions of $B$:
 
 * Gauss–Hermite product rules for small $p$ (exact for polynomials of degree $< 2n$ in each
-  coordinate, $n$ nodes per axis);
+  coordinate, $n$ nodes per axis); geometric convergence for analytic integrands;
 * for larger $p$, an antithetic, whitened Halton (quasi-Monte-Carlo) point set: symmetric
   under $z \mapsto -z$ and with empirical covariance exactly $I$, so it is exact for polynomials
-  of degree $\le 3$ and converges like $\tilde O(1/N)$ for smooth integrands.
+  of degree $\le 3$ and converges like $\tilde O(1/N)$ for smooth integrands;
+* *replicated* rules for integrands with kinks or discontinuities (or that the rules above do
+  not resolve): the union of $R$ independently randomised copies of one rule — each copy a
+  uniform grid in normal coordinates with a random shift and a random rotation
+  ([`GaussianRule.trapezoid`][], $p \le 3$), or a randomly shifted Halton set
+  ([`GaussianRule.randomized_qmc`][]). Each copy is an unbiased estimate, so the spread of the
+  $R$ copies is an honest standard error whatever the integrand's smoothness.
+
+**Error estimates.** A rule may carry a `companion` (a different rule for the same law: for the
+automatic rules, the next coarser rule of the same family), and then the estimated error of an
+expectation is the difference between the two rules; a replicated rule estimates its error as
+$4\times$ the standard error of the mean of its copies (`replicates`, 16 for the automatic
+rules: the probability that a Student-$t_{15}$ exceeds 4 is $1.2\times10^{-3}$). The loss
+classes turn these into a relative error per moment ([`AbstractLoss.moment_error`][]) and choose
+a rule for a tolerance ([`AbstractLoss.refined`][]); this module builds the rules and the
+candidate ladders.
 
 $B$ may be singular (for example $X_0 = 0$ makes the first block of $B$ vanish): the factor is a
 Cholesky factor of $B + \epsilon(\operatorname{tr}B/p)I$ with $\epsilon$ a small multiple of the
@@ -35,6 +51,18 @@ from ._custom_types import Moment
 # shipped here, at a cost of at most ~1e4 points.
 _GAUSS_HERMITE_NODES = {1: 80, 2: 40, 3: 20, 4: 10}
 _QMC_POINTS = 8192
+# Replicated (randomised) rules: number of copies and the factor on the standard error.
+REPLICATES = 16
+ERROR_FACTOR = 4.0
+# Largest Gauss–Hermite order used by the ladders (numpy's nodes stay accurate well beyond).
+_MAX_GAUSS_HERMITE = 300
+# Default budget of the automatic choice, in rule points (all copies together).
+DEFAULT_MAX_POINTS = 2**20
+
+
+class ExpectationAccuracyWarning(RuntimeWarning):
+    """The automatic rule choice could not meet the requested tolerance within its budget (the
+    message gives the estimated error), or a user-given rule misses it."""
 
 
 class GaussianRule(eqx.Module):
@@ -46,17 +74,49 @@ class GaussianRule(eqx.Module):
 
     - `nodes`: array of shape `(Q, p)`, the points $z_k$.
     - `weights`: array of shape `(Q,)`, the weights $w_k$.
+    - `companion`: optional second rule for the same law; the difference of the two is the
+      error estimate of this rule (the automatic rules carry the next coarser rule of their
+      family). Without one, an estimate compares with [`reference_rule`][].
+    - `replicates`: $R \ge 1$. With $R > 1$ the rule is the union of $R$ independent,
+      unbiased, randomised copies stored as consecutive blocks of $Q/R$ nodes, each block's
+      weights summing to $1/R$; the error estimate is then $4\times$ the standard error of
+      the mean of the $R$ block estimates (no companion needed).
+    - `label`: a description (for messages and benchmarks).
 
-    Build one with [`GaussianRule.gauss_hermite`][] or [`GaussianRule.quasi_monte_carlo`][], or
-    let [`default_rule`][] choose.
+    Build one with [`GaussianRule.gauss_hermite`][], [`GaussianRule.quasi_monte_carlo`][],
+    [`GaussianRule.trapezoid`][] or [`GaussianRule.randomized_qmc`][], or let
+    [`default_rule`][] choose.
     """
 
     nodes: Float[Array, "Q p"]
     weights: Float[Array, " Q"]
+    companion: "GaussianRule | None" = None
+    replicates: int = eqx.field(static=True, default=1)
+    label: str = eqx.field(static=True, default="")
+
+    def __check_init__(self):
+        if self.nodes.ndim != 2 or self.weights.shape != self.nodes.shape[:1]:
+            raise ValueError(f"a GaussianRule needs nodes of shape (Q, p) and weights of shape "
+                             f"(Q,), got {self.nodes.shape} and {self.weights.shape}")
+        if self.replicates < 1 or self.nodes.shape[0] % self.replicates:
+            raise ValueError(f"replicates={self.replicates} must be >= 1 and divide the number "
+                             f"of nodes {self.nodes.shape[0]}")
+        if self.companion is not None and self.companion.dim != self.dim:
+            raise ValueError(f"the companion rule has dimension {self.companion.dim}, the rule "
+                             f"{self.dim}")
 
     @property
     def dim(self) -> int:
         return self.nodes.shape[-1]
+
+    @property
+    def num_points(self) -> int:
+        """The number of nodes $Q$ (all copies together), a Python `int`."""
+        return self.nodes.shape[0]
+
+    def with_companion(self, companion: "GaussianRule | None") -> "GaussianRule":
+        """This rule with `companion` as its error-estimate partner."""
+        return GaussianRule(self.nodes, self.weights, companion, self.replicates, self.label)
 
     @classmethod
     def gauss_hermite(cls, p: int, nodes_per_axis: int) -> "GaussianRule":
@@ -68,7 +128,9 @@ class GaussianRule(eqx.Module):
         if p < 1 or nodes_per_axis < 1:
             raise ValueError(f"gauss_hermite needs p >= 1 and nodes_per_axis >= 1, got p={p}, "
                              f"nodes_per_axis={nodes_per_axis}")
-        return cls(*map(jnp.asarray, _gauss_hermite_nodes(p, nodes_per_axis)))
+        nodes, weights = _gauss_hermite_nodes(int(p), int(nodes_per_axis))
+        return cls(jnp.asarray(nodes), jnp.asarray(weights),
+                   label=f"gauss_hermite(p={p}, n={nodes_per_axis})")
 
     @classmethod
     def quasi_monte_carlo(cls, p: int, num_points: int = _QMC_POINTS) -> "GaussianRule":
@@ -81,7 +143,73 @@ class GaussianRule(eqx.Module):
         if p < 1 or num_points < 2:
             raise ValueError(f"quasi_monte_carlo needs p >= 1 and num_points >= 2, got p={p}, "
                              f"num_points={num_points}")
-        return cls(*map(jnp.asarray, _qmc_nodes(p, num_points)))
+        nodes, weights = _qmc_nodes(int(p), int(num_points))
+        return cls(jnp.asarray(nodes), jnp.asarray(weights),
+                   label=f"quasi_monte_carlo(p={p}, N={nodes.shape[0]})")
+
+    @classmethod
+    def sparse_grid(cls, p: int, level: int) -> "GaussianRule":
+        r"""Smolyak sparse grid of Gauss–Hermite rules ($2l - 1$ nodes at 1-D level $l$) at
+        `level` $\ge 0$: exact for every polynomial $\prod_i z_i^{k_i}$ with
+        $\sum_i \lceil (k_i + 3)/4 \rceil \le p + \text{level}$, with far fewer points than the
+        tensor rule (its weights can be negative). For smooth integrands with $p$ up to ~8.
+        """
+        if p < 1 or level < 0:
+            raise ValueError(f"sparse_grid needs p >= 1 and level >= 0, got p={p}, level={level}")
+        nodes, weights = _smolyak_nodes(int(p), int(level))
+        return cls(jnp.asarray(nodes), jnp.asarray(weights),
+                   label=f"sparse_grid(p={p}, level={level}, Q={nodes.shape[0]})")
+
+    @classmethod
+    def trapezoid(cls, p: int, spacing: float, half_width: float = 8.0,
+                  replicates: int = REPLICATES, seed: int = 0) -> "GaussianRule":
+        r"""Uniform grids in normal coordinates: one deterministic grid (`replicates=1`) or the
+        union of $R$ = `replicates` randomised copies.
+
+        The deterministic grid has the nodes $z = hk$, $k \in \mathbb{Z}^p$, $\|z\| \le$
+        `half_width` ($h$ = `spacing`), weights $\propto \varphi(z)$ summing to 1: the
+        trapezoid rule, with error $O(e^{-2\pi a/h})$ for an integrand analytic in the strip
+        $|\operatorname{Im} z_i| < a$ (far better than Gauss–Hermite for, e.g., $\tanh$, whose
+        poles sit near the real axis), $O(h^2)$ at a kink. Copy $j$ of a replicated rule has the
+        nodes $Q_j h(k + u_j)$ with a uniform shift $u_j \in [0,1)^p$ and a Haar rotation $Q_j$
+        ($p \ge 2$), weights $\propto \varphi$ summing to $1/R$: unbiased up to the truncation
+        ($P(\|z\| > 8) < 10^{-12}$ for $p \le 3$) and the normalisation ($h^p\sum\varphi = 1$
+        to $O(e^{-2\pi^2/h^2})$), with mean-square error $O(h^{p+1})$ at a jump along a
+        hypersurface; the spread of the copies measures the error whatever the smoothness. The
+        rotation keeps axis-aligned jumps (of $x$ alone: $x = L_{11}z_1$) from lining up with
+        the grid. Cost $\approx R\,V_p\,(\text{half\_width}/h)^p$ points ($V_p$ the unit-ball
+        volume).
+        """
+        if p < 1 or not spacing > 0 or not half_width > 0 or replicates < 1:
+            raise ValueError(f"trapezoid needs p >= 1, spacing > 0, half_width > 0 and "
+                             f"replicates >= 1, got p={p}, spacing={spacing}, "
+                             f"half_width={half_width}, replicates={replicates}")
+        nodes, weights = _trapezoid_nodes(int(p), float(spacing), float(half_width),
+                                          int(replicates), int(seed))
+        return cls(jnp.asarray(nodes), jnp.asarray(weights), replicates=int(replicates),
+                   label=f"trapezoid(p={p}, h={spacing:.4g}, W={half_width:g}"
+                         + (f", R={replicates})" if replicates > 1 else ")"))
+
+    @classmethod
+    def randomized_qmc(cls, p: int, points_per_replicate: int,
+                       replicates: int = REPLICATES, seed: int = 0) -> "GaussianRule":
+        r"""$R$ = `replicates` randomly shifted Halton sets (Cranley–Patterson rotation).
+
+        Copy $j$: $u_k = \{\text{halton}_k + s_j\}$ (fractional part, $s_j$ uniform), mapped by
+        the normal quantile and made antithetic ($\pm z_k$; `points_per_replicate` rounded up to
+        even), equal weights summing to $1/R$. Each copy is unbiased; the rule is for $p$ up to
+        ~8, where grids are too large. No whitening (it would bias the copies).
+        """
+        if p < 1 or points_per_replicate < 2 or replicates < 2:
+            raise ValueError(f"randomized_qmc needs p >= 1, points_per_replicate >= 2 and "
+                             f"replicates >= 2, got p={p}, "
+                             f"points_per_replicate={points_per_replicate}, "
+                             f"replicates={replicates}")
+        nodes, weights = _rqmc_nodes(int(p), int(points_per_replicate), int(replicates),
+                                     int(seed))
+        return cls(jnp.asarray(nodes), jnp.asarray(weights), replicates=int(replicates),
+                   label=f"randomized_qmc(p={p}, N={nodes.shape[0] // replicates}, "
+                         f"R={replicates})")
 
     def expect(self, fn, B: Moment):
         r"""$\mathbb{E}_{r \sim N(0, B)}[\text{fn}(r)]$ for a function returning any pytree."""
@@ -91,29 +219,178 @@ class GaussianRule(eqx.Module):
         w = self.weights.astype(L.dtype)
         return jax.tree_util.tree_map(lambda v: jnp.tensordot(w, v, axes=1), values)
 
+    def replicate_weights(self, dtype) -> Float[Array, "R q"]:
+        r"""The weights as an $(R, Q/R)$ array, row $j$ copy $j$'s weights (each row summing to
+        1): applied to the node values reshaped to $(R, Q/R, \ldots)$ it gives the $R$ copies'
+        estimates."""
+        R = self.replicates
+        return self.weights.astype(dtype).reshape(R, -1) * R
+
 
 def default_rule(p: int) -> GaussianRule:
-    """The rule hsgd uses for a $p$-dimensional Gaussian: Gauss–Hermite for $p \\le 4$,
-    quasi-Monte-Carlo (8192 points) above. Nodes are computed once per $p$ (numpy, cached)."""
-    nodes, weights = _default_nodes(int(p))
-    return GaussianRule(jnp.asarray(nodes), jnp.asarray(weights))
-
-
-def _default_nodes(p: int):
+    """The rule hsgd uses for a $p$-dimensional Gaussian unless told otherwise: Gauss–Hermite
+    for $p \\le 4$ (80, 40, 20, 10 nodes per axis), quasi-Monte-Carlo (8192 points) above.
+    Its companion (the error estimate's partner) is the same family at about 3/4 of the nodes
+    per axis (half the points for quasi-Monte-Carlo). Nodes are computed once per $p$ (numpy,
+    cached)."""
+    p = int(p)
+    if p < 1:
+        raise ValueError(f"default_rule needs p >= 1, got {p}")
     if p in _GAUSS_HERMITE_NODES:
-        return _gauss_hermite_nodes(p, _GAUSS_HERMITE_NODES[p])
-    return _qmc_nodes(p, _QMC_POINTS)
+        n = _GAUSS_HERMITE_NODES[p]
+        return GaussianRule.gauss_hermite(p, n).with_companion(
+            GaussianRule.gauss_hermite(p, _coarser(n)))
+    return GaussianRule.quasi_monte_carlo(p, _QMC_POINTS).with_companion(
+        GaussianRule.quasi_monte_carlo(p, _QMC_POINTS // 2))
+
+
+def reference_rule(p: int) -> GaussianRule:
+    """A finer deterministic rule than [`default_rule`][], the partner for estimating the error
+    of a user-given rule that has no companion: Gauss–Hermite with 1.5x the default nodes per
+    axis for $p \\le 4$, quasi-Monte-Carlo with 4x the points above."""
+    p = int(p)
+    if p in _GAUSS_HERMITE_NODES:
+        return GaussianRule.gauss_hermite(p, _finer(_GAUSS_HERMITE_NODES[p]))
+    return GaussianRule.quasi_monte_carlo(p, 4 * _QMC_POINTS)
+
+
+def _coarser(n: int) -> int:
+    return max(1, round(0.75 * n))
+
+
+def _finer(n: int) -> int:
+    return round(1.5 * n)
+
+
+def deterministic_ladders(p: int, max_points: int) -> list[list]:
+    """Chains of deterministic rules (without companions) for dimension `p`, each coarsest
+    first, all within `max_points`, as lists of zero-argument builders (a rule's nodes are
+    computed, and cached, only when it is tried):
+
+    - $p \\le 4$: Gauss–Hermite from the default rule's companion (3/4 of the default nodes per
+      axis) through the default rule up by ~1.5x nodes per axis; then deterministic trapezoid
+      grids ([`GaussianRule.trapezoid`][], `replicates=1`) with spacing $0.8^k$, $k = 0, 1,
+      \\ldots$ (ball radius 8, 8, 7.5, 6.5 for $p = 1..4$);
+    - $p \\ge 4$: Smolyak sparse grids ([`GaussianRule.sparse_grid`][]) from level 2 up;
+    - $p \\ge 5$, first: quasi-Monte-Carlo with 4096, 8192 (the default), 16384, ... points."""
+    chains = []
+    if p in _GAUSS_HERMITE_NODES:
+        n0 = _GAUSS_HERMITE_NODES[p]
+        ns = [_coarser(n0), n0]
+        while (ns[-1] < _MAX_GAUSS_HERMITE
+               and min(_finer(ns[-1]), _MAX_GAUSS_HERMITE) ** p <= max_points):
+            ns.append(min(_finer(ns[-1]), _MAX_GAUSS_HERMITE))
+        chains.append([functools.partial(GaussianRule.gauss_hermite, p, n) for n in ns])
+    else:
+        sizes = [_QMC_POINTS // 2, _QMC_POINTS]
+        while 2 * sizes[-1] <= max_points:
+            sizes.append(2 * sizes[-1])
+        chains.append([functools.partial(GaussianRule.quasi_monte_carlo, p, n) for n in sizes])
+    if p <= 4:
+        half_width = _DETERMINISTIC_HALF_WIDTH[p]
+        spacings = [0.8**k for k in range(16) if _ball_points(p, half_width, 0.8**k) <= max_points]
+        chains.append([functools.partial(GaussianRule.trapezoid, p, h, half_width, 1)
+                       for h in spacings])
+    if p >= 4:
+        levels = [lv for lv in range(2, 12) if _smolyak_size(p, lv) <= max_points]
+        chains.append([functools.partial(GaussianRule.sparse_grid, p, lv) for lv in levels])
+    return [c for c in chains if len(c) >= 3]
+
+
+_DETERMINISTIC_HALF_WIDTH = {1: 8.0, 2: 8.0, 3: 7.5, 4: 6.5}
+
+
+def _ball_points(p: int, half_width: float, h: float) -> int:
+    return int(math.pi ** (p / 2) / math.gamma(p / 2 + 1) * (half_width / h) ** p) + 1
+
+
+def _smolyak_size(p: int, level: int) -> int:
+    # Points before merging (an upper bound), without building the grid.
+    q = p + level
+    total = 0
+    for combo in _compositions(q, p, q - p + 1):
+        total += math.prod(2 * li - 1 for li in combo)
+    return total
+
+
+def _compositions(q: int, p: int, low: int):
+    def rec(prefix, dims, budget):
+        if dims == 0:
+            if sum(prefix) >= low:
+                yield prefix
+            return
+        for li in range(1, budget - (dims - 1) + 1):
+            yield from rec(prefix + (li,), dims - 1, budget - li)
+    return rec((), p, q)
+
+
+def randomized_ladder(p: int, max_points: int, replicates: int = REPLICATES,
+                      seed: int = 0) -> list[GaussianRule]:
+    """Replicated rules for dimension `p` with about $2^{14}, 2^{16}, \\ldots$ points in all
+    (up to `max_points`), cheapest first: randomised grids ([`GaussianRule.trapezoid`][]) for
+    $p \\le 3$, randomly shifted Halton sets ([`GaussianRule.randomized_qmc`][]) above."""
+    rules = []
+    total = 2**14
+    while total <= max_points:
+        if p <= 3:
+            half_width = 8.0
+            ball = math.pi ** (p / 2) / math.gamma(p / 2 + 1) * half_width**p
+            spacing = (ball * replicates / total) ** (1.0 / p)
+            rules.append(GaussianRule.trapezoid(p, spacing, half_width, replicates, seed))
+        else:
+            rules.append(GaussianRule.randomized_qmc(p, total // replicates, replicates, seed))
+        total *= 4
+    return rules
+
+
+@functools.cache
+def _gauss_hermite_1d(n: int):
+    with np.errstate(all="ignore"):  # far weights underflow for large n (harmless)
+        z1, w1 = np.polynomial.hermite_e.hermegauss(n)
+    return z1, w1 / w1.sum()
 
 
 @functools.cache
 def _gauss_hermite_nodes(p: int, n: int):
-    z1, w1 = np.polynomial.hermite_e.hermegauss(n)
+    z1, w1 = _gauss_hermite_1d(n)
     w1 = w1 / w1.sum()
     grids = np.meshgrid(*([z1] * p), indexing="ij")
     wgrids = np.meshgrid(*([w1] * p), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=-1)
     weights = np.prod(np.stack([g.ravel() for g in wgrids], axis=-1), axis=-1)
-    return nodes, weights
+    keep = weights > 0  # far nodes of large rules underflow: drop them (no contribution)
+    return nodes[keep], weights[keep]
+
+
+@functools.cache
+def _smolyak_nodes(p: int, level: int):
+    # Combination technique: A(q, p) = sum over multi-indices l >= 1 with
+    # q - p + 1 <= |l| <= q of (-1)^(q - |l|) C(p - 1, q - |l|) (U_l1 x ... x U_lp), q = p + level,
+    # U_l the Gauss-Hermite rule with 2l - 1 nodes (exact to degree 4l - 3). Equal nodes merged.
+    q = p + level
+    acc: dict = {}
+
+    def rec(prefix, remaining_dims, budget):
+        if remaining_dims == 0:
+            total = sum(prefix)
+            if total < q - p + 1:
+                return
+            coef = (-1) ** (q - total) * math.comb(p - 1, q - total)
+            rules = [_gauss_hermite_1d(2 * li - 1) for li in prefix]
+            grids = np.meshgrid(*[r[0] for r in rules], indexing="ij")
+            wgrids = np.meshgrid(*[r[1] for r in rules], indexing="ij")
+            pts = np.stack([g.ravel() for g in grids], axis=-1)
+            wts = coef * np.prod(np.stack([g.ravel() for g in wgrids], axis=-1), axis=-1)
+            for key, w in zip(map(tuple, np.round(pts, 12)), wts):
+                acc[key] = acc.get(key, 0.0) + w
+            return
+        for li in range(1, budget - (remaining_dims - 1) + 1):
+            rec(prefix + [li], remaining_dims - 1, budget - li)
+
+    rec([], p, q)
+    nodes = np.array([k for k, w in acc.items() if w != 0.0])
+    weights = np.array([w for w in acc.values() if w != 0.0])
+    return nodes, weights / weights.sum()
 
 
 @functools.cache
@@ -130,6 +407,42 @@ def trapezoid_normal_nodes(spacing: float = 0.02, half_width: float = 14.0):
     z = np.arange(-round(half_width / spacing), round(half_width / spacing) + 1) * spacing
     w = np.exp(-0.5 * z**2)
     return z, w / w.sum()
+
+
+@functools.cache
+def _trapezoid_nodes(p: int, h: float, half_width: float, replicates: int, seed: int):
+    rng = np.random.default_rng([seed, p, replicates, 7919])
+    k = int(math.ceil(half_width / h)) + 1
+    axis = np.arange(-k, k + 1, dtype=float)
+    base = np.stack([g.ravel() for g in np.meshgrid(*([axis] * p), indexing="ij")], axis=-1)
+    blocks = []
+    for _ in range(replicates):
+        z = h * (base + (rng.random(p) if replicates > 1 else 0.0))
+        z = z[np.sum(z**2, axis=-1) <= half_width**2]
+        if p >= 2 and replicates > 1:
+            q, r = np.linalg.qr(rng.standard_normal((p, p)))
+            z = z @ (q * np.sign(np.diag(r))).T  # Haar-distributed rotation
+        w = np.exp(-0.5 * np.sum(z**2, axis=-1))
+        blocks.append((z, w / w.sum() / replicates))
+    size = max(z.shape[0] for z, _ in blocks)
+    nodes = np.zeros((replicates, size, p))
+    weights = np.zeros((replicates, size))
+    for j, (z, w) in enumerate(blocks):  # pad each copy to one size with zero-weight nodes
+        nodes[j, :z.shape[0]], weights[j, :z.shape[0]] = z, w
+    return nodes.reshape(-1, p), weights.ravel()
+
+
+@functools.cache
+def _rqmc_nodes(p: int, points_per_replicate: int, replicates: int, seed: int):
+    rng = np.random.default_rng([seed, p, replicates, 104729])
+    half = (points_per_replicate + 1) // 2
+    u0 = _halton(half, p)
+    blocks = []
+    for _ in range(replicates):
+        z = _ndtri_np(np.clip((u0 + rng.random(p)) % 1.0, 1e-16, 1 - 1e-16))
+        blocks.append(np.concatenate([z, -z], axis=0))
+    nodes = np.concatenate(blocks, axis=0)
+    return nodes, np.full(nodes.shape[0], 1.0 / nodes.shape[0])
 
 
 @functools.cache
@@ -184,7 +497,10 @@ def _first_primes(k: int) -> list[int]:
 
 
 def _ndtri_np(u: np.ndarray) -> np.ndarray:
-    from statistics import NormalDist
+    try:
+        from scipy.special import ndtri
+    except ImportError:  # scipy is optional; statistics.NormalDist is exact but slow
+        from statistics import NormalDist
 
-    inv = np.vectorize(NormalDist().inv_cdf)
-    return inv(u)
+        return np.vectorize(NormalDist().inv_cdf)(u)
+    return ndtri(u)

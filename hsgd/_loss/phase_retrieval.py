@@ -1,4 +1,5 @@
 import equinox as eqx
+import jax.numpy as jnp
 
 from .._noise import GaussianNoise
 from .base import AbstractLoss, Moments
@@ -10,7 +11,10 @@ class PhaseRetrieval(AbstractLoss):
 
     The loss is a polynomial, so Gauss–Hermite is exact; the risk also has the Wick closed form
     $h = 3B_{11}^2 + 3B_{22}^2 - 2(B_{11}B_{22} + 2B_{12}^2) + \sigma^2$. $X_0 = 0$ is a fixed
-    point (the gradient vanishes), so start with a nonzero overlap.
+    point (the gradient vanishes), so start with a nonzero overlap. $J$, $I$ and $A$ come from the
+generic engine on the 40×40 Gauss–Hermite rule and the noise's 20-node rule: their integrands
+are polynomials of degree $\le 6$ in $r$ and $\le 2$ in $\varepsilon$, integrated exactly
+(up to the $1.5\times10^{-10}$ Cholesky jitter), so `moment_errors` reports 0.
 
     Example: `hsgd.PhaseRetrieval()`.
     """
@@ -32,3 +36,8 @@ class PhaseRetrieval(AbstractLoss):
     def moments(self, B):
         generic = self.generic_moments(B)
         return Moments(self.exact_risk(B), generic.J, generic.I, generic.A)
+
+    def moment_errors(self, B):
+        """Exact (Wick closed form; polynomial integrands on Gauss–Hermite): 0."""
+        zero = jnp.zeros((), B.dtype)
+        return Moments(zero, zero, zero, zero)
