@@ -141,8 +141,9 @@ def _figure_out(fig, as_png: bool):
 
 
 def saturation_figure(saturation, title: str = "", as_png: bool = True):
-    r"""The batch-saturation plot of SGD+M (SPEC §3) from a [`Saturation`][]: left, the
-    optimised exponent $-\log(\text{rate})$ per iteration against the batch fraction $\zeta$
+    r"""The batch-saturation plot of SGD+M (SPEC §3) from a
+    [`Saturation`][hsgd.theory.Saturation]: left, the optimised exponent $-\log(\text{rate})$ per
+    iteration against the batch fraction $\zeta$
     (SGD+M and plain SGD, the small-batch line, the full-batch heavy-ball level, ICR and the
     measured knee marked); right, the loss after the fixed number of iterations and of epochs
     (when computed). PNG bytes, or the figure with `as_png=False`."""
@@ -196,8 +197,8 @@ def saturation_figure(saturation, title: str = "", as_png: bool = True):
 
 def rate_map_figure(maps: dict, title: str = "", as_png: bool = True):
     r"""Heat maps of the exact SGD+M rate over (momentum Δ, stepsize γ), one panel per batch
-    fraction, from [`rate_maps`][]: rates $\ge 1$ (no convergence) blank, the convergence
-    limit drawn, the optimum starred. PNG bytes, or the figure with `as_png=False`."""
+    fraction, from [`rate_maps`][hsgd.theory.rate_maps]: rates $\ge 1$ (no convergence) blank, the
+    convergence limit drawn, the optimum starred. PNG bytes, or the figure with `as_png=False`."""
     plt = _pyplot()
     zs = np.asarray(maps["batch_fractions"])
     g, d = np.asarray(maps["gammas"]), np.asarray(maps["momenta"])

@@ -48,8 +48,13 @@ def register(method: str, problem_type: type, optimizer_type: type):
 
 def register_optimizer(name: str, optimizer_type: type) -> type:
     """Make `optimizer_type` the config's `[optimizer] name = "<name>"` (its keys are the
-    module's fields). Returns the type (usable as a class decorator via `functools.partial`)."""
-    if name in _OPTIMIZERS and _OPTIMIZERS[name] is not optimizer_type:
+    module's fields). Returns the type. Re-registering a class of the same module and qualified
+    name (a notebook cell run again) replaces it; another class under a taken name is an
+    error."""
+    old = _OPTIMIZERS.get(name)
+    if old is not None and old is not optimizer_type and (
+            (old.__module__, old.__qualname__)
+            != (optimizer_type.__module__, optimizer_type.__qualname__)):
         raise ValueError(f"optimizer name {name!r} is already taken by "
                          f"{_OPTIMIZERS[name].__name__}")
     _OPTIMIZERS[name] = optimizer_type

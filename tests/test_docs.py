@@ -17,7 +17,7 @@ def _public_names():
     """The names `hsgd/__init__.py` re-exports (`from ._x import Name as Name`)."""
     tree = ast.parse((ROOT / "hsgd" / "__init__.py").read_text())
     return sorted(a.asname for node in tree.body if isinstance(node, ast.ImportFrom)
-                  for a in node.names if a.asname == a.name)
+                  for a in node.names if a.asname == a.name and not a.name.startswith("_"))
 
 
 def _expand(text):

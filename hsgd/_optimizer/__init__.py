@@ -1,7 +1,8 @@
 """Optimizers: how the iterate moves (the other axis of the problems × optimizers table)."""
 
 from .._registry import register_optimizer as _register
-from .base import AbstractOptimizer as AbstractOptimizer, as_optimizer as as_optimizer
+from .base import AbstractOptimizer as AbstractOptimizer
+from .convert import as_optimizer as as_optimizer
 from .heavy_ball import HeavyBall as HeavyBall
 from .sgd import SGD as SGD
 

@@ -1,4 +1,4 @@
-"""The abstract optimizer, and the conversion of a bare schedule into SGD."""
+"""The abstract optimizer."""
 
 import dataclasses
 
@@ -41,20 +41,3 @@ class AbstractOptimizer(eqx.Module):
         and `vmap` treat as continuous but a simulator needs as integers (a batch size) are
         rounded. The identity by default."""
         return self
-
-
-def as_optimizer(x, **legacy) -> AbstractOptimizer:
-    r"""`x` as an optimizer: an [`AbstractOptimizer`][] is returned as is; a float, a schedule
-    or a callable $t\mapsto\gamma$ means [`SGD`][]`(x, **legacy)` (`legacy`: the `batch=`
-    keyword the methods accepted before optimizers were values). Passing `batch=` together with
-    an optimizer is an error: the batch is the optimizer's field."""
-    from .sgd import SGD
-
-    legacy = {k: v for k, v in legacy.items() if v is not None}
-    if isinstance(x, AbstractOptimizer):
-        if legacy:
-            raise TypeError(f"{sorted(legacy)} given together with the optimizer "
-                            f"{type(x).__name__}: set them on the optimizer instead, e.g. "
-                            f"optimizer.replace(batch=...)")
-        return x
-    return SGD(x, **legacy)

@@ -47,7 +47,7 @@ def sde(problem: Problem, optimizer: SGD, ts, key: PRNGKey, *, num_paths: int = 
     **Arguments:**
 
     - `problem`: a [`Problem`][] with an instance (`X_star`, `X0`), e.g. from
-      [`Problem.random`][] or [`Problem.from_arrays`][].
+      [`Problem.random`][hsgd.Problem.random] or [`Problem.from_arrays`][hsgd.Problem.from_arrays].
     - `optimizer`: [`SGD`][]: the learning rate $\gamma(t)$ and the mini-batch size
       $\beta \ge 1$ (the noise covariance is divided by $\beta$).
     - `ts`: non-decreasing record times $\ge 0$ (the solve starts at $t = 0$ and steps exactly

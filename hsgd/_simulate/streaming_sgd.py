@@ -74,7 +74,7 @@ def simulate(problem: Problem, optimizer: SGD, ts, key: PRNGKey, *, num_runs: in
     **Arguments:**
 
     - `problem`: a [`Problem`][] with an instance (`X_star`, `X0`), e.g. from
-      [`Problem.random`][] or [`Problem.from_arrays`][].
+      [`Problem.random`][hsgd.Problem.random] or [`Problem.from_arrays`][hsgd.Problem.from_arrays].
     - `optimizer`: [`SGD`][]: its schedule $\gamma(t)$ at time $t = k/d$ and its mini-batch
       size $\beta$ (an integer; gradients are averaged).
     - `ts`: increasing record times; iteration $\operatorname{round}(t d)$ is recorded.

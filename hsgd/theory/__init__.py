@@ -7,11 +7,18 @@ and rates of the dynamics, as branch-free JAX functions of a problem and the hyp
   [`asymptotic_rate`][hsgd.theory.asymptotic_rate],
   [`marchenko_pastur_edge`][hsgd.theory.marchenko_pastur_edge],
   [`phase_transition_stepsize`][hsgd.theory.phase_transition_stepsize].
+- Streaming SGD, strongly convex losses (SPEC §1): [`convex_rate`][hsgd.theory.convex_rate],
+  [`convex_stepsize`][hsgd.theory.convex_stepsize], [`convex_bound`][hsgd.theory.convex_bound].
 - Heavy ball on finite data (SPEC §3): `conditioning`, `heavy_ball_roots`, `gdm_rate`,
   `momentum_*`, `near_optimal_parameters`, `optimize_momentum`; batch saturation and rate maps
   (`batch_saturation`, `rate_map`, `rate_maps`).
 """
 
+from .convex import (
+    convex_bound as convex_bound,
+    convex_rate as convex_rate,
+    convex_stepsize as convex_stepsize,
+)
 from .finite import (
     asymptotic_rate as asymptotic_rate,
     gamma_max as gamma_max,
