@@ -16,6 +16,7 @@ chunk file is either complete or absent). `resume=True` skips the chunks the man
 an interrupted sweep loses at most the chunk in flight.
 """
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -33,7 +34,8 @@ from jax.sharding import PartitionSpec
 from ._checks import check
 from ._io import write_csv, write_json
 from ._methods import ode
-from ._problem import FiniteProblem, Problem
+from ._optimizer import SGD, as_optimizer
+from ._registry import lookup
 from ._schedule import Constant
 
 
@@ -53,43 +55,62 @@ def grid(**axes) -> dict[str, np.ndarray]:
     return {name: rows[:, i] for i, name in enumerate(axes)}
 
 
-def ode_outcomes(problem: Problem | FiniteProblem, ts, *, target_risk: float | None = None,
+def ode_outcomes(problem, ts, *, optimizer=None, target_risk: float | None = None,
                  schedule: Callable | None = None, **ode_kwargs) -> Callable:
-    r"""A sweep function for the deterministic dynamics of `problem` on output times `ts`: the
-    ODE of SPEC §1 for a [`Problem`][], the per-mode ODE of SPEC §2 for a [`FiniteProblem`][].
+    r"""A sweep function for the deterministic dynamics of `problem` and an optimizer on output
+    times `ts` (in the pair's clock): `hsgd.ode(problem, optimizer, ts, **ode_kwargs)` for the
+    optimizer built from each point — any registered pair.
 
-    Parameters a point may set: `gamma` (required unless `schedule` is given: a constant
-    learning rate) and, for streaming problems, `batch` ($\beta$, default 1). With `schedule`,
-    a function `params -> AbstractSchedule` builds the schedule from the point instead.
+    The point's parameters set the optimizer, built from the template `optimizer` (default
+    `SGD(1.0)`; a float or schedule means SGD of it) with `.replace`:
+
+    - `gamma`: a constant learning rate (required unless `schedule` is given or the point sets
+      parameters of the template's schedule);
+    - any field of the optimizer but its schedule (`batch`, `momentum`, `batch_fraction`, …);
+    - any parameter of the template's schedule (e.g. `peak` of a [`Cosine`][]);
+    - with `schedule`, a function `params -> AbstractSchedule` builds the schedule instead.
 
     Outcomes: `final_risk` (NaN when diverged), `min_risk` (over the saved times before any
     divergence), `diverged` (1.0/0.0), `divergence_time` (inf if none) and, with
     `target_risk`, `time_to_target` (first saved time with risk ≤ target, inf if never), and
-    `num_steps` (the solver steps the point took: its cost). For a finite-data problem
-    `risk` is the population risk and `final_loss`, `min_loss` (the
+    `num_steps` (the solver steps the point took: its cost). Where the pair has a training
+    loss (finite data) `risk` is the population risk and `final_loss`, `min_loss` (the
     training loss $\psi$) come too; without a population the risk outcomes are NaN and the
     target applies to the training loss. Divergence is detected inside the jitted solve, per
     point, so diverged points do not poison the rest of the chunk.
     """
     ts = jnp.asarray(ts)
-    make = schedule if schedule is not None else (lambda p: Constant(p["gamma"]))
-    finite = isinstance(problem, FiniteProblem)
+    template = as_optimizer(SGD(1.0) if optimizer is None else optimizer)
+    lookup("ode", problem, template)  # an unsupported pair: the error now, naming it
+    fields = [f.name for f in dataclasses.fields(template) if f.name != "schedule"]
+    schedule_fields = [f.name for f in dataclasses.fields(template.schedule)
+                       if f.name not in fields] if dataclasses.is_dataclass(
+                           template.schedule) else []
+    population = getattr(problem, "has_population", True)
+
+    def build(params):
+        """The template with the point's parameters in."""
+        _check_names(params, fields, schedule_fields, template)
+        changes = {k: params[k] for k in fields if k in params}
+        if schedule is not None:
+            sched = schedule(params)
+        elif "gamma" in params:
+            sched = Constant(params["gamma"])
+        else:
+            sched_changes = {k: params[k] for k in schedule_fields if k in params}
+            sched = (dataclasses.replace(template.schedule, **sched_changes) if sched_changes
+                     else template.schedule)
+        return template.replace(schedule=sched, **changes)
 
     def best(x):
         return jnp.nanmin(jnp.where(jnp.isfinite(x), x, jnp.nan))
 
     def fn(params):
-        if finite:
-            if "batch" in params:
-                raise ValueError("batch is not a parameter of the finite-data ODE (a summed "
-                                 "mini-batch follows the same curve in epochs)")
-            sol = ode(problem, make(params), ts, **ode_kwargs)
-            curves = {"risk": sol.risk, "loss": sol.loss}
-            target_curve = sol.risk if problem.has_population else sol.loss
-        else:
-            sol = ode(problem, make(params), ts, batch=params.get("batch", 1.0), **ode_kwargs)
-            curves = {"risk": sol.risk}
-            target_curve = sol.risk
+        sol = ode(problem, build(params), ts, **ode_kwargs)
+        curves = {"risk": sol.risk}
+        if sol.loss is not None:
+            curves["loss"] = sol.loss
+        target_curve = sol.risk if sol.loss is None or population else sol.loss
         out = {}
         for name, curve in curves.items():
             out[f"final_{name}"] = curve[-1]
@@ -102,11 +123,27 @@ def ode_outcomes(problem: Problem | FiniteProblem, ts, *, target_risk: float | N
             out["time_to_target"] = jnp.where(jnp.any(hit), ts[jnp.argmax(hit)], jnp.inf)
         return out
 
+    def check_points(cols: dict):
+        _check_names(cols, fields, schedule_fields, template)
+        _check_ode_points(cols)
+        _check_fields(cols, build, [k for k in cols if k not in ("gamma", "batch")])
+
     # Adaptive steps grow with the stepsize (stiffer), then with the batch: evaluate points in
     # that order so that a vmapped lane holds points of similar cost (see `sweep`).
     fn.sweep_order = lambda cols: _lexicographic(cols, ("gamma", "batch"))
-    fn.check_points = _check_ode_points
+    fn.check_points = check_points
+    fn.optimizer = template
     return fn
+
+
+def _check_names(params, fields, schedule_fields, template):
+    """A `ValueError` naming the parameters that set nothing, with the ones that do."""
+    unknown = sorted(set(params) - {"gamma"} - set(fields) - set(schedule_fields))
+    if unknown:
+        raise ValueError(f"sweep parameters {unknown} are not fields of "
+                         f"{type(template).__name__} or of its schedule "
+                         f"{type(template.schedule).__name__}; a point may set: "
+                         f"{['gamma', *fields, *schedule_fields]}")
 
 
 def _check_ode_points(cols: dict):
@@ -119,6 +156,20 @@ def _check_ode_points(cols: dict):
             check(None, ~ok(values), f"sweep point {name} must be {want}",
                   lambda bad: f", got {name} = {float(values[np.argmax(bad)])!r} at point "
                               f"{int(np.argmax(bad))}")
+
+
+def _check_fields(cols: dict, build, names):
+    """Each value of the other axes through the optimizer's (and schedule's) own checks,
+    eagerly: a `ValueError` naming the parameter, its value and the point."""
+    base = {k: float(v[0]) for k, v in cols.items()}
+    for name in names:
+        values, first = np.unique(cols[name], return_index=True)
+        for value, i in zip(values, first):
+            try:
+                build({**base, name: float(value)})
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"sweep point {name} = {float(value)!r} at point {int(i)} is "
+                                 f"not valid: {e}") from None
 
 
 def sweep(fn: Callable, points: dict, *, chunk_size: int = 256, lanes: int = 16,
