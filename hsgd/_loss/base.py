@@ -41,6 +41,7 @@ from jaxtyping import Array, Float
 from .._custom_types import Moment
 from .._expectations import (
     DEFAULT_MAX_POINTS,
+    DIFFERENCE_FACTOR,
     ERROR_FACTOR,
     ExpectationAccuracyWarning,
     GaussianRule,
@@ -206,9 +207,10 @@ class AbstractLoss(eqx.Module):
     def generic_moment_errors(self, B: Moment, rule: GaussianRule | None = None) -> Moments:
         r"""Estimated relative errors of [`AbstractLoss.generic_moments`][] on `rule` (default
         the loss's own) at $B$, one non-negative scalar per moment (`A`: 0 when $m \ne m^*$):
-        for a replicated rule $4\times$ the standard error of its copies' mean; otherwise the
-        difference to the rule's companion (or to [`reference_rule`][] if it has none);
-        relative to the scales of the module docstring. Traceable (`jit`/`vmap` over $B$)."""
+        for a replicated rule $4\times$ the standard error of its copies' mean; otherwise
+        twice the difference to the rule's companion (or to [`reference_rule`][] if it has
+        none); relative to the scales of the module docstring; plus the rule's `bias_bound`.
+        Traceable (`jit`/`vmap` over $B$)."""
         rule = self.rule() if rule is None else rule
         mom, scales, copies = self._generic(B, rule)
         if copies is not None:
@@ -216,9 +218,12 @@ class AbstractLoss(eqx.Module):
             se = jax.tree_util.tree_map(lambda c: jnp.std(c, axis=0, ddof=1) / np.sqrt(R),
                                         copies)
             zero = jax.tree_util.tree_map(jnp.zeros_like, se)
-            return self._relative(se, zero, scales, factor=ERROR_FACTOR)
-        partner = rule.companion if rule.companion is not None else reference_rule(rule.dim)
-        return self._relative(mom, self._generic(B, partner)[0], scales)
+            rel = self._relative(se, zero, scales, factor=ERROR_FACTOR)
+        else:
+            partner = rule.companion if rule.companion is not None else reference_rule(rule.dim)
+            rel = self._relative(mom, self._generic(B, partner)[0], scales,
+                                 factor=DIFFERENCE_FACTOR)
+        return Moments(*(e + rule.bias_bound for e in rel))
 
     def _relative(self, a: Moments, b: Moments, scales: Moments, factor=1.0) -> Moments:
         rel = lambda u, v, s: factor * jnp.max(jnp.abs(u - v)) / s  # noqa: E731
@@ -366,7 +371,7 @@ def _replicate_error(loss, B, rule):
     R = rule.replicates
     se = jax.tree_util.tree_map(lambda c: jnp.std(c, axis=0, ddof=1) / np.sqrt(R), copies)
     zero = jax.tree_util.tree_map(jnp.zeros_like, se)
-    return float(max(loss._relative(se, zero, scales, factor=ERROR_FACTOR)))
+    return float(max(loss._relative(se, zero, scales, factor=ERROR_FACTOR))) + rule.bias_bound
 
 
 @eqx.filter_jit
@@ -382,26 +387,35 @@ def _choose_rule(loss, B0, rtol, max_points):
     """(rule, estimate) per [`AbstractLoss.refined`][] for `quadrature=None`."""
     dim = loss.integration_dim
     candidates = []  # (estimate, rule): the fallback if nothing meets rtol
+
+    def rel(a, b):  # the estimate from two rules' values: twice their relative difference
+        (ma, _), (mb, sb) = a, b
+        return DIFFERENCE_FACTOR * float(max(loss._relative(ma, mb, sb)))
+
     for builders in deterministic_ladders(dim, max_points):
-        cache = {}
         chain = _LazyList(builders)
+        cache = {}
 
         def ev(k, chain=chain, cache=cache):
             if k not in cache:
                 cache[k] = _evaluate(loss, B0, chain[k])[:2]
             return cache[k]
 
-        diffs = {}  # diffs[k]: relative difference of rules k and k - 1, on rule k - 1's scales
+        diffs = {}  # diffs[k]: estimate of rule k - 1 from rule k (on rule k - 1's scales)
         for k in range(1, len(chain)):
-            (a, _), (b, s) = ev(k), ev(k - 1)
-            d = diffs[k] = float(max(loss._relative(a, b, s)))
+            d = diffs[k] = rel(ev(k), ev(k - 1)) + chain[k - 1].bias_bound
             candidates.append((d, chain[k - 1].with_companion(chain[k])))
             if not np.isfinite(d):
                 break
             if k >= 2 and d <= rtol and (d <= 0.5 * diffs[k - 1] or diffs[k - 1] <= rtol):
                 # rules k - 2, k - 1, k agree, or converge geometrically: rule k - 1's error is
-                # about its difference to the much better rule k, its companion
-                return chain[k - 1].with_companion(chain[k]), d
+                # about its difference to the much better rule k, its companion. Check that a
+                # rotated copy of rule k - 1 agrees too (a kink or jump that happens to sit well
+                # on the grid does not survive the rotation).
+                turned = rel(_evaluate(loss, B0, chain[k - 1].rotated())[:2], ev(k - 1))
+                if turned + chain[k - 1].bias_bound <= rtol:
+                    return chain[k - 1].with_companion(chain[k]), max(d, turned)
+                break  # not smooth enough for a deterministic rule: next family
             if k >= 3 and d > rtol and d > 0.5 * diffs[k - 1] and diffs[k - 1] > 0.5 * diffs[k - 2]:
                 break  # not converging geometrically (a kink or a jump): next family
     best = None
