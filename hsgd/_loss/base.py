@@ -392,7 +392,9 @@ def _choose_rule(loss, B0, rtol, max_points):
         (ma, _), (mb, sb) = a, b
         return DIFFERENCE_FACTOR * float(max(loss._relative(ma, mb, sb)))
 
-    for builders in deterministic_ladders(dim, max_points):
+    accepted = None  # (rule, estimate): the cheapest deterministic rule that met rtol
+    for index, builders in enumerate(deterministic_ladders(dim, max_points)):
+        first = index == 0  # the chain of the default rule (its companion, it, finer)
         chain = _LazyList(builders)
         cache = {}
 
@@ -403,6 +405,8 @@ def _choose_rule(loss, B0, rtol, max_points):
 
         diffs = {}  # diffs[k]: estimate of rule k - 1 from rule k (on rule k - 1's scales)
         for k in range(1, len(chain)):
+            if accepted is not None and chain[k - 1].num_points >= accepted[0].num_points:
+                break  # an earlier family already met rtol more cheaply
             d = diffs[k] = rel(ev(k), ev(k - 1)) + chain[k - 1].bias_bound
             candidates.append((d, chain[k - 1].with_companion(chain[k])))
             if not np.isfinite(d):
@@ -414,10 +418,14 @@ def _choose_rule(loss, B0, rtol, max_points):
                 # on the grid does not survive the rotation).
                 turned = rel(_evaluate(loss, B0, chain[k - 1].rotated())[:2], ev(k - 1))
                 if turned + chain[k - 1].bias_bound <= rtol:
-                    return chain[k - 1].with_companion(chain[k]), max(d, turned)
-                break  # not smooth enough for a deterministic rule: next family
+                    accepted = (chain[k - 1].with_companion(chain[k]), max(d, turned))
+                    if first and k == 2:  # today's default rule meets rtol: keep it
+                        return accepted
+                break  # accepted, or not smooth enough for a deterministic rule: next family
             if k >= 3 and d > rtol and d > 0.5 * diffs[k - 1] and diffs[k - 1] > 0.5 * diffs[k - 2]:
                 break  # not converging geometrically (a kink or a jump): next family
+    if accepted is not None:
+        return accepted
     best = None
     for rule in randomized_ladder(dim, max_points):
         est = _replicate_error(loss, B0, rule)
