@@ -2,6 +2,7 @@
 `hsgd sweep CONFIG.toml [--out DIR] [--resume]`, `hsgd tune CONFIG.toml [--out DIR]`."""
 
 import argparse
+import inspect
 import sys
 import time
 import warnings
@@ -11,23 +12,28 @@ import jax
 import numpy as np
 
 from ._checks import CheckError, plain_errors
-from ._config import ConfigError, Job, SweepJob, TuneJob, load, load_sweep, load_tune
-from ._dynamics.finite_heavy_ball import momentum_recursion
+from ._config import (
+    RUN_METHODS,
+    ConfigError,
+    Job,
+    SweepJob,
+    TuneJob,
+    conventions_for,
+    load,
+    load_sweep,
+    load_tune,
+    optimizer_fields,
+)
 from ._io import write_atomic, write_csv, write_json
 from ._methods import ode, sde, simulate, volterra
 from ._plot import finite_figure, risk_figure, sweep_figure, tune_figure
 from ._problem import FiniteProblem
 from ._progress import simulation, sweep_chunks, tuning_steps
-from ._simulate.finite_heavy_ball import simulate_momentum
+from ._registry import lookup
 from ._sweep import ode_outcomes, sweep
-from .theory import (
-    gamma_max,
-    limit_loss,
-    limit_risk,
-    momentum_limit_loss,
-    momentum_limit_risk,
-    momentum_stepsize_limit,
-)
+from ._tune import baselines, compare, format_comparison, tune
+
+_METHODS = {"ode": ode, "volterra": volterra, "simulate": simulate, "sde": sde}
 
 
 def main(argv=None) -> int:
@@ -39,16 +45,18 @@ def main(argv=None) -> int:
     run_p.add_argument("--out", default="hsgd-out", help="output folder (default: hsgd-out)")
     run_p.add_argument("--float32", action="store_true",
                        help="compute in float32 (default float64)")
-    sweep_p = sub.add_parser("sweep", help="the ODE over a grid of stepsizes x batch sizes")
-    sweep_p.add_argument("config", help="TOML config: [problem] as for run, plus [sweep]")
+    sweep_p = sub.add_parser("sweep", help="the ODE over a grid of stepsizes x the "
+                             "optimizer's fields (batch, momentum, ...)")
+    sweep_p.add_argument("config", help="TOML config: [problem] and [optimizer] as for run, "
+                         "plus [sweep]")
     sweep_p.add_argument("--out", default="hsgd-sweep", help="output folder")
     sweep_p.add_argument("--resume", action="store_true",
                          help="continue an interrupted sweep in --out (finished chunks kept)")
     sweep_p.add_argument("--float32", action="store_true")
     tune_p = sub.add_parser("tune", help="tune a learning-rate schedule through the ODE, "
                             "against baselines, checked by SGD")
-    tune_p.add_argument("config", help="TOML config: [problem] as for run, [optimizer] batch, "
-                        "[tune]")
+    tune_p.add_argument("config", help="TOML config: [problem] as for run, [optimizer] (its "
+                        "fields but the schedule), [tune]")
     tune_p.add_argument("--out", default="hsgd-tune", help="output folder")
     tune_p.add_argument("--float32", action="store_true")
     args = parser.parse_args(argv)
@@ -72,20 +80,45 @@ def main(argv=None) -> int:
         return 2
 
 
+def _call(method: str, problem, optimizer, *args, **options):
+    """`hsgd.<method>` (a registry method name) on the pair; `progress` is passed only to a
+    cell that takes it (a user's cell need not report progress)."""
+    cell = lookup(method, problem, optimizer)
+    params = inspect.signature(cell).parameters
+    if "progress" in options and "progress" not in params and not any(
+            p.kind is p.VAR_KEYWORD for p in params.values()):
+        options.pop("progress")
+    return _METHODS[method](problem, optimizer, *args, **options)
+
+
+def _describe(optimizer, sep=" ", eq="=", batch="batch") -> str:
+    """The optimizer's scalar fields but the schedule, `batch` first: `batch=40 momentum=0.5`
+    (fields that are None left out)."""
+    names = sorted((f for f in optimizer_fields(type(optimizer)) if f != "schedule"),
+                   key=lambda f: f != "batch")
+    parts = []
+    for name in names:
+        value = getattr(optimizer, name)
+        if value is None or np.ndim(value) != 0:
+            continue
+        shown = (f"{value}" if isinstance(value, bool | str | int) else f"{float(value):g}")
+        parts.append(f"{batch if name == 'batch' else name}{eq}{shown}")
+    return sep.join(parts)
+
+
 def run_sweep(job: SweepJob, out: Path, resume: bool = False, progress=True) -> int:
     """Run `hsgd sweep`: the sweep table, summary.json and sweep.png under `out`."""
     finite = isinstance(job.problem, FiniteProblem)
-    bins = 0 if finite else job.config["sweep"]["ode_bins"]
+    bins = job.config["sweep"].get("ode_bins", 0) if hasattr(job.problem, "coarsen") else 0
     problem = job.problem.coarsen(bins) if bins else job.problem
-    n = job.points["gamma"].size
+    n = next(iter(job.points.values())).size
     pcfg = job.config["problem"]
     what = (f"finite data={pcfg['data']} n={problem.n} d={int(problem.d)}" if finite
-            else f"loss={pcfg['loss']} d={problem.d}")
-    batches = job.points.get("batch", np.ones(n))
-    print(f"hsgd sweep: {what} {n} points ({len(np.unique(job.points['gamma']))} stepsizes x "
-          f"{len(np.unique(batches))} batch sizes) on {len(jax.devices())} "
-          f"device(s), chunks of {job.chunk_size}", flush=True)
-    fn = ode_outcomes(problem, job.ts, target_risk=job.target_risk)
+            else f"loss={pcfg['loss']} d={job.problem.d}")
+    axes = " x ".join(f"{len(np.unique(v))} {k}" for k, v in job.points.items())
+    print(f"hsgd sweep: {what} optimizer={job.name} {n} points ({axes}) on "
+          f"{len(jax.devices())} device(s), chunks of {job.chunk_size}", flush=True)
+    fn = ode_outcomes(problem, job.ts, optimizer=job.optimizer, target_risk=job.target_risk)
     if progress is True:
         progress = sweep_chunks()
     start = time.perf_counter()
@@ -97,51 +130,56 @@ def run_sweep(job: SweepJob, out: Path, resume: bool = False, progress=True) -> 
         return 2
     wall = time.perf_counter() - start
     # Finite data without a population: rank by the training loss instead of the risk.
-    metric = ("final_loss" if finite and not np.any(np.isfinite(table["final_risk"]))
-              else "final_risk")
-    table.setdefault("batch", np.ones(n))
+    metric = ("final_loss" if "final_loss" in table and not np.any(
+        np.isfinite(table["final_risk"])) else "final_risk")
+    # every optimizer has a batch: the template's where the sweep does not vary it
+    table.setdefault("batch", np.full(n, float(job.optimizer.for_simulation(problem).batch)))
     diverged = table["diverged"] > 0
-    best = {}
-    for b in np.unique(table["batch"]):
-        sel = (table["batch"] == b) & ~diverged
-        if np.any(sel):
-            i = np.flatnonzero(sel)[np.argmin(table[metric][sel])]
-            best[str(int(b))] = {"gamma": float(table["gamma"][i]),
-                                 metric: float(table[metric][i])}
+    best, overall = {}, None
+    if np.any(~diverged):
+        i = np.flatnonzero(~diverged)[np.argmin(table[metric][~diverged])]
+        overall = {k: float(v[i]) for k, v in job.points.items()} | {metric: float(
+            table[metric][i])}
+    if "gamma" in table:
+        for b in np.unique(table["batch"]):
+            sel = (table["batch"] == b) & ~diverged
+            if np.any(sel):
+                i = np.flatnonzero(sel)[np.argmin(table[metric][sel])]
+                best[f"{b:g}"] = {"gamma": float(table["gamma"][i]),
+                                  metric: float(table[metric][i])}
     summary = {"config": job.config, "num_points": int(n), "wall_s": wall,
                "points_per_s": n / wall, "num_diverged": int(diverged.sum()),
-               "best_gamma_per_batch": best}
+               "best_gamma_per_batch": best, "best": overall}
     write_json(out / "summary.json", summary)
-    write_atomic(out / "sweep.png", sweep_figure(table, metric=metric))
+    written = [out / "results.csv", out / "summary.json"]
+    if "gamma" in table:  # the figure is over (stepsize, batch)
+        write_atomic(out / "sweep.png", sweep_figure(table, metric=metric))
+        written.append(out / "sweep.png")
     print(f"{n} points in {wall:.1f} s ({n / wall:.1f} points/s), {int(diverged.sum())} "
           "diverged")
     label = metric.replace("_", " ")
-    print(f"{'batch':>6} {'best gamma':>11} {label:>11}")
-    for b, v in best.items():
-        print(f"{b:>6} {v['gamma']:11.4g} {v[metric]:11.6g}")
-    print(f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'sweep.png'}")
+    if best:
+        print(f"{'batch':>6} {'best gamma':>11} {label:>11}")
+        for b, v in best.items():
+            print(f"{b:>6} {v['gamma']:11.4g} {v[metric]:11.6g}")
+    if overall is not None:
+        print("best point: " + ", ".join(f"{k} = {v:.6g}" for k, v in overall.items()))
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
 def run_tune(job: TuneJob, out: Path) -> int:
     """Run `hsgd tune`: tune, baselines, SGD check; schedule.csv, summary.json, schedule.png."""
-    from ._tune import baselines, compare, format_comparison, tune
-
     cfg = job.config
     finite = isinstance(job.problem, FiniteProblem)
-    momentum = job.optimizer == "sgd_momentum"
-    what = (f"finite data={cfg['problem']['data']} n={job.problem.n} d={int(job.problem.d)} "
-            f"optimizer={job.optimizer}" if finite
-            else f"loss={cfg['problem']['loss']} d={job.problem.d}")
-    unit = "iterations" if momentum else "epochs" if finite else "t = k/d"
+    conv = conventions_for(job.problem, job.optimizer)
+    what = (f"finite data={cfg['problem']['data']} n={job.problem.n} d={int(job.problem.d)}"
+            if finite else f"loss={cfg['problem']['loss']} d={job.problem.d}")
+    what += f" optimizer={job.name}"
+    unit = "iterations" if conv.iterations else "epochs" if finite else "t = k/d"
     print(f"hsgd tune: {what} family={job.family} objective={job.objective} "
-          f"horizon={job.horizon:g} ({unit}) batch={job.batch} {job.num_steps} steps",
+          f"horizon={job.horizon:g} ({unit}) {_describe(job.optimizer)} {job.num_steps} steps",
           flush=True)
-    extra = {}
-    if finite:
-        extra = {"target": job.target}
-        if momentum:
-            extra.update(dynamics="momentum", momentum=job.momentum)
     start = time.perf_counter()
 
     def progress(step, value, schedule):
@@ -149,11 +187,12 @@ def run_tune(job: TuneJob, out: Path) -> int:
               f"({time.perf_counter() - start:.1f} s)", flush=True)
 
     try:
-        res = tune(job.problem, job.family, job.horizon, objective=job.objective,
-                   batch=float(job.batch), num_times=job.num_times,
+        res = tune(job.problem, job.family, job.horizon, optimizer=job.optimizer,
+                   objective=job.objective, num_times=job.num_times,
                    ode_bins=job.ode_bins or None, num_knots=job.num_knots,
                    learning_rate=job.learning_rate, num_steps=job.num_steps,
-                   progress=tuning_steps(job.num_steps, progress), **extra)
+                   hyperparameters=job.hyperparameters or None, target=job.target,
+                   progress=tuning_steps(job.num_steps, progress))
     except ValueError as e:
         print(f"hsgd: {e}", file=sys.stderr)
         return 2
@@ -169,6 +208,8 @@ def run_tune(job: TuneJob, out: Path) -> int:
                "wall_s": {"tune": tune_s, "baselines": baselines_s},
                "baseline_parameters": {k: v.parameters for k, v in base.items()},
                "floor": res.predictor.floor()}
+    if res.hyperparameters:
+        summary["hyperparameters"] = res.hyperparameters
     ts = np.asarray(res.ts)
     gammas = {k: np.asarray(jax.vmap(c.schedule)(res.ts)) for k, c in candidates.items()}
     predicted = {"tuned": np.asarray(res.risk), **{k: np.asarray(c.risk) for k, c in base.items()}}
@@ -200,29 +241,33 @@ def run_tune(job: TuneJob, out: Path) -> int:
 
 
 def run(job: Job, out: Path) -> int:
-    """Run the ODE and/or SGD for `job`, print the table and write the result files."""
+    """Run the methods of `job` on its (problem, optimizer) pair, print the table and write the
+    result files."""
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(job.problem, FiniteProblem):
         return run_finite(job, out)
-    prob, ts = job.problem, job.ts
+    prob, ts, opt = job.problem, job.ts, job.optimizer
     cfg = job.config
+    label = job.conventions.ode_label
     print(f"hsgd run: loss={cfg['problem']['loss']} d={prob.d} "
-          f"spectrum={cfg['problem']['spectrum']['kind']} batch={job.batch} "
-          f"t in [0, {ts[-1]:g}] methods={','.join(job.methods)}", flush=True)
+          f"spectrum={cfg['problem']['spectrum']['kind']} optimizer={job.name} "
+          f"{_describe(opt)} t in [0, {ts[-1]:g}] methods={','.join(job.methods)}", flush=True)
     timings, summary = {}, {"config": cfg}
     ode_sol = sgd = None
-    if "ode" in job.methods:
+    if label in job.methods:
         ode_prob = prob.coarsen(job.ode_bins) if job.ode_bins else prob
+        det = job.conventions.deterministic(opt)
         start = time.perf_counter()
-        ode_sol = ode(ode_prob, job.schedule, ts, batch=job.batch)
+        ode_sol = _call("ode", ode_prob, det, ts)
         jax.block_until_ready(ode_sol.risk)
         timings["ode_first_call_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        jax.block_until_ready(ode(ode_prob, job.schedule, ts, batch=job.batch).risk)
+        jax.block_until_ready(_call("ode", ode_prob, det, ts).risk)
         timings["ode_s"] = time.perf_counter() - start
         timings["ode_compile_s"] = max(timings["ode_first_call_s"] - timings["ode_s"], 0.0)
-        print(f"  ode: {timings['ode_s']:.3f} s (+ {timings['ode_compile_s']:.2f} s compile), "
-              f"{int(ode_sol.num_steps)} steps, {ode_prob.spectrum.num_modes} modes", flush=True)
+        steps = "" if ode_sol.num_steps is None else f", {int(ode_sol.num_steps)} steps"
+        print(f"  ode: {timings['ode_s']:.3f} s (+ {timings['ode_compile_s']:.2f} s compile)"
+              f"{steps}, {ode_prob.spectrum.num_modes} modes", flush=True)
         summary["ode_diverged"] = bool(ode_sol.diverged)
         if bool(ode_sol.diverged):
             summary["ode_divergence_time"] = float(ode_sol.divergence_time)
@@ -230,8 +275,8 @@ def run(job: Job, out: Path) -> int:
                   "lower the learning rate", flush=True)
     if "sgd" in job.methods:
         start = time.perf_counter()
-        sgd = simulate(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed),
-                       num_runs=job.sgd_runs, batch=job.batch, progress=simulation("sgd"))
+        sgd = _call("simulate", prob, opt, ts, jax.random.PRNGKey(job.sgd_seed),
+                    num_runs=job.sgd_runs, progress=simulation("sgd"))
         jax.block_until_ready(sgd.risk)
         timings["sgd_s"] = time.perf_counter() - start
         print(f"  sgd: {timings['sgd_s']:.2f} s for {job.sgd_runs} runs", flush=True)
@@ -245,8 +290,8 @@ def run(job: Job, out: Path) -> int:
     sde_res = None
     if "sde" in job.methods:
         start = time.perf_counter()
-        sde_res = sde(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed + 1),
-                      num_paths=job.sde_paths, batch=job.batch)
+        sde_res = _call("sde", prob, job.conventions.deterministic(opt), ts,
+                        jax.random.PRNGKey(job.sgd_seed + 1), num_paths=job.sde_paths)
         jax.block_until_ready(sde_res.risk)
         timings["sde_s"] = time.perf_counter() - start
         print(f"  sde: {timings['sde_s']:.2f} s for {job.sde_paths} paths", flush=True)
@@ -283,66 +328,60 @@ def run(job: Job, out: Path) -> int:
 
 
 def run_finite(job: Job, out: Path) -> int:
-    """`hsgd run` on finite data (SPEC §2, §3): the deterministic equivalents (per-mode ODE,
-    Volterra equation, or the SGD+M recursion) against SGD (or SGD+M) over the rows; training
-    loss and population risk in curves.csv, summary.json and risk.png."""
-    prob, ts, cfg = job.problem, job.ts, job.config
-    momentum = job.optimizer == "sgd_momentum"
-    zeta = job.batch / prob.n
+    """`hsgd run` on finite data (SPEC §2, §3): the pair's deterministic equivalent (per-mode
+    ODE, Volterra equation, or the SGD+M recursion) against the optimiser over the rows;
+    training loss and population risk in curves.csv, summary.json and risk.png."""
+    prob, ts, cfg, opt = job.problem, job.ts, job.config, job.optimizer
+    conv = job.conventions
     print(f"hsgd run: finite data={cfg['problem']['data']} n={prob.n} d={int(prob.d)} "
-          f"optimizer={job.optimizer} batch={job.batch}"
-          + (f" momentum={job.momentum:g}" if momentum else "")
-          + f" epochs in [0, {ts[-1]:g}] methods={','.join(job.methods)}", flush=True)
+          f"optimizer={job.name} {_describe(opt)} epochs in [0, {ts[-1]:g}] "
+          f"methods={','.join(job.methods)}", flush=True)
     summary, timings = {"config": cfg}, {}
     gamma0 = float(job.schedule(0.0))
-    if momentum:  # the schedule counts iterations k; record at k = round(t n / beta)
-        ks = np.rint(ts * prob.n / job.batch).astype(np.int64)
-        ts = ks * job.batch / prob.n
-        limit = float(momentum_stepsize_limit(prob, job.momentum, zeta))
-        summary["stepsize_limit"] = limit
-        summary["limit_loss"] = float(momentum_limit_loss(prob, gamma0, job.momentum, zeta))
-        summary["limit_risk"] = float(momentum_limit_risk(prob, gamma0, job.momentum, zeta))
-    else:
-        limit = float(gamma_max(prob))
-        summary["gamma_max"] = limit
-        summary["limit_loss"] = float(limit_loss(prob, gamma0))
-        summary["limit_risk"] = float(limit_risk(prob, gamma0))
+    iterations = conv.iterations is not None
+    if iterations:  # the schedule counts iterations k; record at k = round(t n / beta)
+        ks = conv.iterations(prob, opt, ts)
+        ts = conv.epochs(prob, opt, ks)
+    limit = None
+    if conv.limit is not None:
+        limit = float(conv.limit(prob, opt))
+        summary[conv.limit_name] = limit
+        summary["limit_loss"] = float(conv.limit_loss(prob, opt, gamma0))
+        summary["limit_risk"] = float(conv.limit_risk(prob, opt, gamma0))
     gmax_grid = float(np.max(np.asarray(job.schedule.on_grid(
-        ks if momentum else np.linspace(0.0, ts[-1], 1025)))))
-    print(f"  stepsize: gamma(0) = {gamma0:.4g}, max {gmax_grid:.4g}; stability limit "
-          f"{limit:.4g} ({'SGD+M' if momentum else 'gamma_max = 2n/tr(AᵀA)'}); limit loss "
-          f"per sample at gamma(0): {summary['limit_loss'] / prob.n:.6g}", flush=True)
+        ks if iterations else np.linspace(0.0, ts[-1], 1025)))))
+    line = f"  stepsize: gamma(0) = {gamma0:.4g}, max {gmax_grid:.4g}"
+    if limit is not None:
+        line += (f"; stability limit {limit:.4g} ({conv.limit_label}); limit loss per sample "
+                 f"at gamma(0): {summary['limit_loss'] / prob.n:.6g}")
+    print(line, flush=True)
     if prob.data is not None:  # one SGD step on row i alone is stable iff gamma |a_i|^2 < 2
         rows = np.sum(np.asarray(prob.data.A) ** 2, axis=1)
         summary["single_row_limit"] = float(2.0 / rows.max())
-        if not momentum and gmax_grid >= summary["single_row_limit"]:
+        if conv.single_row_note and gmax_grid >= summary["single_row_limit"]:
             print(f"  note: the stepsize passes the single-row limit 2/max|a_i|^2 = "
                   f"{summary['single_row_limit']:.4g} (max row norm^2 {rows.max():.3g} vs "
                   f"mean {rows.mean():.3g}): rows of unequal norms can make SGD diverge where "
                   "the theory converges", flush=True)
-    if gmax_grid >= limit:  # the largest stepsize on the grid, gamma(0) included
+    if limit is not None and gmax_grid >= limit:  # the largest stepsize, gamma(0) included
         print(f"  WARNING: the stepsize reaches {gmax_grid:.4g} >= the stability limit "
               f"{limit:.4g}: the theory predicts divergence", flush=True)
 
+    cell_ts = ks if iterations else ts  # the times in the cell's clock
     curves = {}  # method -> (loss (R, T), risk (R, T)); deterministic ones have R = 1
     reference = None
     for method in job.methods:
+        name = RUN_METHODS[method]
         start = time.perf_counter()
-        if method == "recursion":
-            res = momentum_recursion(prob, job.schedule, ks, batch=job.batch,
-                                     momentum=job.momentum)
-        elif method in ("ode", "volterra"):
-            res = (ode if method == "ode" else volterra)(prob, job.schedule, ts)
-        elif method == "sgd" and momentum:
-            res = simulate_momentum(prob, job.schedule, ks, jax.random.PRNGKey(job.sgd_seed),
-                                    batch=job.batch, momentum=job.momentum,
-                                    num_runs=job.sgd_runs, progress=simulation("sgd+m"))
-        elif method == "sgd":
-            res = simulate(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed),
-                           num_runs=job.sgd_runs, batch=job.batch, progress=simulation("sgd"))
+        if name in ("ode", "volterra"):
+            res = _call(name, prob, conv.deterministic(opt), cell_ts)
+        elif name == "simulate":
+            res = _call(name, prob, opt, cell_ts, jax.random.PRNGKey(job.sgd_seed),
+                        num_runs=job.sgd_runs,
+                        progress=simulation(conv.simulation_label.lower()))
         else:  # sde: the summed mini-batch follows the same diffusion in epochs
-            res = sde(prob, job.schedule, ts, jax.random.PRNGKey(job.sgd_seed + 1),
-                      num_paths=job.sde_paths)
+            res = _call(name, prob, conv.deterministic(opt), cell_ts,
+                        jax.random.PRNGKey(job.sgd_seed + 1), num_paths=job.sde_paths)
         jax.block_until_ready(res.loss)
         timings[f"{method}_s"] = time.perf_counter() - start
         loss, risk = np.atleast_2d(np.asarray(res.loss)), np.atleast_2d(np.asarray(res.risk))
@@ -379,23 +418,21 @@ def run_finite(job: Job, out: Path) -> int:
         elif key.startswith("max_rel") and value is not None:
             print(f"{key}: {value:.4f}")
     rows = []
-    gammas = np.asarray(job.schedule.on_grid(ks if momentum else ts))
+    gammas = np.asarray(job.schedule.on_grid(cell_ts))
     for method, (loss, risk) in curves.items():
         for r in range(loss.shape[0]):
             for i, t in enumerate(ts):
-                rows.append([method, r, f"{t:.10g}", int(ks[i]) if momentum else "",
+                rows.append([method, r, f"{t:.10g}", int(ks[i]) if iterations else "",
                              f"{loss[r, i]:.10g}", f"{risk[r, i]:.10g}", f"{gammas[i]:.10g}"])
     write_csv(out / "curves.csv", ["method", "run", "epoch", "iteration", "loss", "risk",
                                    "gamma"], rows)
     write_json(out / "summary.json", summary)
-    names = {"ode": "ODE", "volterra": "Volterra", "recursion": "recursion", "sgd": "SGD",
-             "sde": "SDE"}
+    names = {"ode": "ODE", "volterra": "Volterra", "recursion": "recursion",
+             "sgd": conv.simulation_label, "sde": "SDE"}
     lines = {names[m]: c for m, c in curves.items() if m not in ("sgd", "sde")}
     bands = {names[m]: c for m, c in curves.items() if m in ("sgd", "sde")}
-    if momentum:
-        bands = {"SGD+M" if k == "SGD" else k: v for k, v in bands.items()}
-    title = (f"{cfg['problem']['data']}, n = {prob.n}, d = {int(prob.d)}, {job.optimizer}, "
-             f"β = {job.batch}" + (f", Δ = {job.momentum:g}" if momentum else ""))
+    title = (f"{cfg['problem']['data']}, n = {prob.n}, d = {int(prob.d)}, {job.name}, "
+             + _describe(opt, sep=", ", eq=" = ", batch="β"))
     write_atomic(out / "risk.png", finite_figure(
         ts, {k: v[0][0] / prob.n for k, v in lines.items()},
         {k: v[0] / prob.n for k, v in bands.items()}, {k: v[1][0] for k, v in lines.items()},
@@ -486,26 +523,35 @@ def _print_table(ts, ode_sol, sgd, rel, sde_res=None):
 
 
 def _write_curves(path, ts, ode_sol, sgd, sde_res=None):
+    """curves.csv; a field a cell does not produce (distance, gamma_crit, B) is NaN / empty."""
     header = ["method", "run", "t", "risk", "distance", "gamma", "gamma_crit", "B"]
     rows = []
+    T = len(ts)
 
     def flat(B):
-        return ";".join(f"{x:.10g}" for x in np.asarray(B).ravel())
+        return "" if B is None else ";".join(f"{x:.10g}" for x in np.asarray(B).ravel())
+
+    def column(x, shape):
+        return np.full(shape, np.nan) if x is None else np.asarray(x)
 
     if ode_sol is not None:
+        dist, gcrit = column(ode_sol.distance, T), column(ode_sol.gamma_crit, T)
         for i, t in enumerate(ts):
             rows.append(["ode", 0, f"{t:.10g}", f"{float(ode_sol.risk[i]):.10g}",
-                         f"{float(ode_sol.distance[i]):.10g}", f"{float(ode_sol.gamma[i]):.10g}",
-                         f"{float(ode_sol.gamma_crit[i]):.10g}", flat(ode_sol.B[i])])
+                         f"{float(dist[i]):.10g}", f"{float(ode_sol.gamma[i]):.10g}",
+                         f"{float(gcrit[i]):.10g}",
+                         flat(None if ode_sol.B is None else ode_sol.B[i])])
     for name, res in (("sgd", sgd), ("sde", sde_res)):
         if res is None:
             continue
-        risk, dist, B = map(np.asarray, (res.risk, res.distance, res.B))
+        risk = np.asarray(res.risk)
+        dist = column(res.distance, risk.shape)
         for r in range(risk.shape[0]):
             for i, t in enumerate(ts):
                 gamma = float(ode_sol.gamma[i]) if ode_sol is not None else np.nan
                 rows.append([name, r, f"{t:.10g}", f"{risk[r, i]:.10g}", f"{dist[r, i]:.10g}",
-                             f"{gamma:.10g}", "", flat(B[r, i])])
+                             f"{gamma:.10g}", "",
+                             flat(None if res.B is None else np.asarray(res.B)[r, i])])
     write_csv(path, header, rows)
 
 

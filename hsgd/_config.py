@@ -3,21 +3,37 @@
 Every section has a fixed set of keys; an unknown key or a bad value raises [`ConfigError`][]
 naming it (`problem.spectrum.alpha must be >= 0, got -1`). The README documents the format with
 one example per loss.
+
+The `[optimizer]` table maps one-to-one onto an optimizer module: `name` is a registered
+optimizer name ([`register_optimizer`][]: `"sgd"`, `"heavy_ball"`, or any a user registers;
+`"sgd_momentum"` is the old name of `"heavy_ball"`), the other keys are the module's fields
+(`schedule` as the `[optimizer.schedule]` table), plus `stepsize_unit` where the pair has a
+stability limit. Which methods `run.methods` may name comes from the registry: those with a
+cell for the (problem, optimizer) pair. [`Conventions`][hsgd._config.Conventions] holds what
+the built-in pairs present differently (heavy ball counts iterations; stability limits); a new
+optimizer needs no entry.
 """
 
 import copy
+import dataclasses
 import importlib
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from ._checks import is_traced
 from ._loss import AbstractLoss, CustomLoss, LeastSquares, Logistic, PhaseRetrieval, Softmax
 from ._noise import BernoulliTeacher, GaussianNoise, NoNoise
+from ._optimizer import SGD, AbstractOptimizer, HeavyBall
 from ._problem import FiniteProblem, Problem
 from ._problem.finite import read_npz
+from ._registry import lookup, optimizer_types, supported
 from ._schedule import (
     AbstractSchedule,
     Constant,
@@ -29,7 +45,17 @@ from ._schedule import (
     WarmupDecay,
 )
 from ._spectrum import Spectrum
-from .theory import gamma_max, momentum_stepsize_limit
+from ._sweep import grid, ode_outcomes
+from ._tune import BASELINES, FAMILIES, OBJECTIVES
+from ._tune.recipes import recipe_for
+from .theory import (
+    gamma_max,
+    limit_loss,
+    limit_risk,
+    momentum_limit_loss,
+    momentum_limit_risk,
+    momentum_stepsize_limit,
+)
 
 
 class ConfigError(ValueError):
@@ -51,7 +77,6 @@ DEFAULT = {
         "horizon": 10.0,
         "num_times": 21,
         "time_grid": "linear",
-        "methods": ["ode", "sgd"],
         "sgd_runs": 8,
         "sde_paths": 8,
         "seed": 1,
@@ -76,9 +101,7 @@ _SCHEDULE_KEYS = {
 }
 _RUN_KEYS = {"horizon", "num_times", "time_grid", "methods", "sgd_runs", "sde_paths", "seed",
              "ode_bins"}
-_OPTIMIZER_KEYS = {"name", "batch", "schedule", "momentum", "stepsize_unit"}
 _LOSSES = ("least_squares", "logistic", "phase_retrieval", "softmax")
-METHODS = ("ode", "sgd", "sde")
 
 # Finite data (problem.kind = "finite"): the keys each data source takes, with defaults.
 _FINITE_DATA = {
@@ -91,8 +114,223 @@ _FINITE_DATA = {
               "task": "even_odd"},
     "file": {"file": None, "ridge": 0.0, "features": None, "activation": "relu", "seed": 0},
 }
-FINITE_METHODS = {"sgd": ("ode", "volterra", "sgd", "sde"),
-                  "sgd_momentum": ("recursion", "sgd")}
+PROBLEM_KINDS = {Problem: "streaming", FiniteProblem: "finite"}
+_KIND_NAMES = {t.__name__: k for t, k in PROBLEM_KINDS.items()}
+
+
+# ------------------------------------------------------------------- pair conventions
+
+
+@dataclass(frozen=True)
+class Conventions:
+    r"""What `hsgd run` / `sweep` / `tune` present differently for one (problem, optimizer)
+    pair; every field has a default, so a new optimizer needs no entry.
+
+    - `ode_label`: the name of `hsgd.ode` in `run.methods` and curves.csv (`"recursion"` where
+      the deterministic equivalent is an exact recursion).
+    - `iterations`, `epochs`: for a cell whose clock is the iteration $k$ while the config
+      speaks epochs (finite data): epochs → iterations (rounded) and back; None: same clock.
+    - `epochs_per_iteration`: $\zeta$ with $\gamma_k = \gamma(k\zeta)$ for the schedule.
+    - `deterministic`: the optimizer `ode`/`volterra`/`sde` are called with (finite-data SGD:
+      batch 1, the ODE in epochs does not depend on it).
+    - `limit` (with `limit_name`, `limit_label`), `limit_loss`, `limit_risk`: the stability
+      limit and $\psi(\infty)$, $R(\infty)$ at a constant $\gamma$ (None: unknown, and
+      `stepsize_unit = "limit"` is an error); `single_row_note`: warn when $\gamma$ passes
+      $2/\max_i\|a_i\|^2$.
+    - `simulation_label`: the simulated optimiser in plots.
+    """
+
+    ode_label: str = "ode"
+    iterations: Callable | None = None
+    epochs: Callable | None = None
+    epochs_per_iteration: Callable | None = None
+    deterministic: Callable = staticmethod(lambda optimizer: optimizer)
+    limit: Callable | None = None
+    limit_name: str = "stepsize_limit"
+    limit_label: str = "stability limit"
+    limit_loss: Callable | None = None
+    limit_risk: Callable | None = None
+    single_row_note: bool = False
+    simulation_label: str = "SGD"
+
+
+def _beta(problem, optimizer):
+    return optimizer.for_simulation(problem).batch
+
+
+def _zeta(problem, optimizer):
+    return optimizer.fraction(problem.n)
+
+
+CONVENTIONS = {
+    (FiniteProblem, SGD): Conventions(
+        deterministic=lambda o: o.replace(batch=1),
+        limit=lambda p, o: gamma_max(p), limit_name="gamma_max",
+        limit_label="gamma_max = 2n/tr(AᵀA)", limit_loss=lambda p, o, g: limit_loss(p, g),
+        limit_risk=lambda p, o, g: limit_risk(p, g), single_row_note=True),
+    (FiniteProblem, HeavyBall): Conventions(
+        ode_label="recursion",
+        iterations=lambda p, o, ts: np.rint(ts * p.n / _beta(p, o)).astype(np.int64),
+        epochs=lambda p, o, ks: ks * _beta(p, o) / p.n,
+        epochs_per_iteration=_zeta,
+        limit=lambda p, o: momentum_stepsize_limit(p, o.momentum, _zeta(p, o)),
+        limit_label="SGD+M",
+        limit_loss=lambda p, o, g: momentum_limit_loss(p, g, o.momentum, _zeta(p, o)),
+        limit_risk=lambda p, o, g: momentum_limit_risk(p, g, o.momentum, _zeta(p, o)),
+        simulation_label="SGD+M"),
+}
+_DEFAULT_CONVENTIONS = Conventions()
+
+
+def conventions_for(problem, optimizer) -> Conventions:
+    """The [`Conventions`][hsgd._config.Conventions] of the pair (problem types by inheritance,
+    optimizer types exactly, as in the registry); the defaults for every other pair."""
+    for p in type(problem).__mro__:
+        found = CONVENTIONS.get((p, type(optimizer)))
+        if found is not None:
+            return found
+    return _DEFAULT_CONVENTIONS
+
+
+# Config names of the methods → the registry's.
+RUN_METHODS = {"ode": "ode", "recursion": "ode", "volterra": "volterra", "sgd": "simulate",
+               "sde": "sde"}
+
+
+def run_methods(problem, optimizer) -> list[str]:
+    """The `run.methods` names the pair supports, from the registry: the deterministic
+    equivalent (`ode`, or its [`Conventions`][hsgd._config.Conventions] label), `volterra`,
+    `sgd` (the simulator) and `sde` where a cell exists."""
+    label = conventions_for(problem, optimizer).ode_label
+    names = []
+    for name, method in ((label, "ode"), ("volterra", "volterra"), ("sgd", "simulate"),
+                         ("sde", "sde")):
+        if _has_cell(method, problem, optimizer):
+            names.append(name)
+    return names
+
+
+def _has_cell(method, problem, optimizer) -> bool:
+    try:
+        lookup(method, problem, optimizer)
+    except TypeError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------- the [optimizer] table
+
+OPTIMIZER_ALIASES = {"sgd_momentum": "heavy_ball"}  # names from before optimizers were modules
+
+
+def optimizer_fields(optimizer_type) -> list[str]:
+    """The constructor fields of an optimizer module (the `[optimizer]` keys besides `name`)."""
+    return [f.name for f in dataclasses.fields(optimizer_type) if f.init]
+
+
+def _optimizer_type(name):
+    types = optimizer_types()
+    names = sorted(types) + sorted(OPTIMIZER_ALIASES)
+    key = OPTIMIZER_ALIASES.get(name, name) if isinstance(name, str) else None
+    if key not in types:
+        raise ConfigError(f"optimizer.name must be one of {names} (registered optimizers; "
+                          f"hsgd.register_optimizer adds one), got {name!r}")
+    return types[key]
+
+
+def _field_value(cfg: dict, key: str, optimizer_type, where: str):
+    """A TOML scalar for a module field: numbers finite (an integer where the field's default
+    is a float becomes a float), strings and booleans as they are."""
+    value = cfg[key]
+    if isinstance(value, bool | str):
+        return value
+    if not _is_number(value):
+        raise ConfigError(f"{where}.{key} must be a number, a string or a boolean, got "
+                          f"{value!r}")
+    if not np.isfinite(value):
+        raise ConfigError(f"{where}.{key} must be finite, got {value!r}")
+    default = {f.name: f.default for f in dataclasses.fields(optimizer_type)}.get(key)
+    return float(value) if isinstance(default, float) and isinstance(value, int) else value
+
+
+def _named_key(message: str, keys) -> str | None:
+    """The key an error message names first (as a whole word), if any."""
+    found = [(m.start(), k) for k in keys if (m := re.search(rf"\b{re.escape(k)}\b", message))]
+    return min(found)[1] if found else None
+
+
+def _optimizer_section(opt_cfg: dict, problem, *, schedule=None, where="optimizer",
+                       extra_keys=()) -> tuple[str, AbstractOptimizer]:
+    """(`name` as written, the optimizer module) of an `[optimizer]` table: every key but
+    `name` (and `extra_keys`, handled by the caller) is a field of the named module; `schedule`
+    (if given) replaces the table's schedule (hsgd tune: the tuned family sets it)."""
+    name = opt_cfg.get("name", "sgd")
+    cls = _optimizer_type(name)
+    fields = optimizer_fields(cls)
+    allowed = set(fields) | {"name", *extra_keys}
+    if schedule is not None:
+        allowed.discard("schedule")
+    for key in opt_cfg:
+        if key in allowed:
+            continue
+        if key == "schedule" and "schedule" in fields:
+            raise ConfigError(f"{where}.schedule does not apply here: tune.family sets the "
+                              f"schedule")
+        others = sorted(n for n, t in optimizer_types().items()
+                        if t is not cls and key in optimizer_fields(t))
+        if others:
+            raise ConfigError(f"{where}.{key} applies only to optimizer.name = "
+                              f"{' | '.join(map(repr, others))}; optimizer {name!r} "
+                              f"({cls.__name__}) takes {sorted(allowed)}")
+        raise ConfigError(f"unknown config key '{where}.{key}' (optimizer {name!r} "
+                          f"({cls.__name__}) takes {sorted(allowed)})")
+    kwargs = {}
+    for key in fields:
+        if key == "schedule":
+            kwargs[key] = schedule if schedule is not None else _schedule(opt_cfg["schedule"])
+        elif key == "batch" and key in opt_cfg:  # every optimizer's batch: samples per step
+            kwargs[key] = _int(opt_cfg, "batch", where, minimum=1)
+        elif key in opt_cfg:
+            kwargs[key] = _field_value(opt_cfg, key, cls, where)
+    try:
+        optimizer = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        key = _named_key(str(e), [k for k in kwargs if k != "schedule"])
+        raise ConfigError(f"{where}.{key}: {e}" if key else f"{where} ({name}): {e}") from None
+    if not any(_has_cell(m, problem, optimizer) for m in RUN_METHODS.values()):
+        kinds = sorted({_KIND_NAMES.get(p, p) for p in _problem_types(cls)})
+        kind = PROBLEM_KINDS.get(type(problem), type(problem).__name__)
+        raise ConfigError(f"optimizer.name = {name!r} ({cls.__name__}) has no cell for a "
+                          f"{kind} problem; it runs on "
+                          + (" or ".join(f"problem.kind = {k!r}" for k in kinds) or "nothing"))
+    return name, optimizer
+
+
+def _problem_types(optimizer_type) -> set:
+    """The names of the problem types `optimizer_type` has a cell for."""
+    return {p for (_, p, o) in supported() if o == optimizer_type.__name__}
+
+
+def _batch_default(raw_optimizer: dict, cfg_optimizer: dict):
+    """`batch_fraction` given without `batch`: the default `batch = 1` does not apply."""
+    if "batch_fraction" in raw_optimizer and "batch" not in raw_optimizer:
+        cfg_optimizer.pop("batch", None)
+
+
+def _cell_schedule(schedule, opt_cfg, problem, optimizer, conv: Conventions):
+    r"""The schedule in the cell's clock: scaled by the pair's stability limit when
+    `stepsize_unit = "limit"`, and $\gamma_k = \gamma(k\zeta)$ for a cell counting
+    iterations (the config's times are epochs)."""
+    unit = opt_cfg.get("stepsize_unit", "absolute")
+    if unit not in ("absolute", "limit"):
+        raise ConfigError(f"optimizer.stepsize_unit must be 'absolute' or 'limit', got {unit!r}")
+    scale = 1.0
+    if unit == "limit":
+        scale = float(conv.limit(problem, optimizer))
+    if conv.epochs_per_iteration is None:
+        return schedule if scale == 1.0 else FunctionSchedule(lambda t: scale * schedule(t))
+    zeta = conv.epochs_per_iteration(problem, optimizer)
+    return FunctionSchedule(lambda k: scale * schedule(k * zeta))
 
 
 @dataclass
@@ -101,16 +339,26 @@ class Job:
 
     config: dict
     problem: Problem | FiniteProblem
-    schedule: AbstractSchedule
-    batch: int
-    ts: np.ndarray
+    optimizer: AbstractOptimizer  # its schedule in the cell's clock
+    name: str  # the optimizer's config name, as written
+    ts: np.ndarray  # the config's times (t = k/d, or epochs for finite data)
     methods: tuple[str, ...]
     sgd_runs: int
     sgd_seed: int
     sde_paths: int
     ode_bins: int
-    optimizer: str = "sgd"
-    momentum: float = 0.0
+
+    @property
+    def schedule(self) -> AbstractSchedule:
+        return self.optimizer.schedule
+
+    @property
+    def batch(self):
+        return self.optimizer.batch
+
+    @property
+    def conventions(self) -> Conventions:
+        return conventions_for(self.problem, self.optimizer)
 
 
 def load(path: str | Path | None) -> Job:
@@ -133,8 +381,8 @@ def _read_toml(path: Path) -> dict:
 
 def merge(raw: dict) -> dict:
     """The default config overlaid with `raw` (sections merged key by key). For
-    `problem.kind = "finite"` the [problem] defaults are those of its data source and the
-    default methods those of its optimizer."""
+    `problem.kind = "finite"` the [problem] defaults are those of its data source. The default
+    `run.methods` depend on the (problem, optimizer) pair and are filled in by [`build`][]."""
     _check_keys(raw, {"problem", "optimizer", "run"}, "")
     cfg = copy.deepcopy(DEFAULT)
     prob_raw = raw.get("problem", {})
@@ -147,11 +395,6 @@ def merge(raw: dict) -> dict:
             raise ConfigError(f"problem.data must be one of {list(_FINITE_DATA)}, got {data!r}")
         cfg["problem"] = {"kind": "finite", "data": data,
                           **{k: v for k, v in _FINITE_DATA[data].items() if v is not None}}
-        opt_raw = raw.get("optimizer", {})
-        name = opt_raw.get("name", "sgd") if isinstance(opt_raw, dict) else "sgd"
-        cfg["run"]["methods"] = ["recursion" if name == "sgd_momentum" else "ode"]
-        if data != "marchenko_pastur":  # a spectrum only: nothing to run SGD on
-            cfg["run"]["methods"].append("sgd")
     for section, values in raw.items():
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table, got {values!r}")
@@ -160,6 +403,7 @@ def merge(raw: dict) -> dict:
                 cfg[section][key] = dict(value)  # a new spectrum/schedule replaces the default
             else:
                 cfg[section][key] = value
+    _batch_default(raw.get("optimizer", {}), cfg["optimizer"])
     return cfg
 
 
@@ -168,64 +412,49 @@ def build(raw: dict, base: Path | None = None) -> Job:
     prob_cfg, opt_cfg, run_cfg = cfg["problem"], cfg["optimizer"], cfg["run"]
     finite = prob_cfg.get("kind") == "finite"
     problem = _problem_section(prob_cfg, base)
-    _check_keys(opt_cfg, _OPTIMIZER_KEYS, "optimizer")
-    _check_keys(run_cfg, _RUN_KEYS, "run")
-
-    schedule = _schedule(opt_cfg["schedule"])
-    batch = _int(opt_cfg, "batch", "optimizer", minimum=1)
-    name, momentum = _optimizer(opt_cfg, finite)
-    if "stepsize_unit" in opt_cfg and not finite:
-        raise ConfigError("optimizer.stepsize_unit applies only to finite problems")
-    if finite:
-        if batch > problem.n:
-            raise ConfigError(f"optimizer.batch must be <= n = {problem.n} (the number of "
-                              f"samples), got {batch}")
-        schedule = _finite_schedule(schedule, opt_cfg, problem, name, batch, momentum)
+    name, optimizer = _optimizer_section(opt_cfg, problem, extra_keys=("stepsize_unit",))
+    _check_keys(run_cfg, _RUN_KEYS | {"methods"}, "run")
+    conv = conventions_for(problem, optimizer)
+    if "stepsize_unit" in opt_cfg and conv.limit is None:
+        raise ConfigError(f"optimizer.stepsize_unit applies only where hsgd knows a stability "
+                          f"limit (finite problems with sgd or heavy_ball); not to optimizer "
+                          f"{name!r} on a {PROBLEM_KINDS.get(type(problem), 'this')} problem")
+    batch = optimizer.batch
+    if finite and batch is not None and not is_traced(batch) and batch > problem.n:
+        raise ConfigError(f"optimizer.batch must be <= n = {problem.n} (the number of "
+                          f"samples), got {batch}")
+    schedule = _cell_schedule(optimizer.schedule, opt_cfg, problem, optimizer, conv)
+    optimizer = optimizer.replace(schedule=schedule)
 
     horizon = _float(run_cfg, "horizon", "run", minimum=0.0, strict=True)
     num = _int(run_cfg, "num_times", "run", minimum=2)
-    grid = run_cfg["time_grid"]
-    if grid == "linear":
+    time_grid = run_cfg["time_grid"]
+    if time_grid == "linear":
         ts = np.linspace(0.0, horizon, num)
-    elif grid == "log":
+    elif time_grid == "log":
         ts = np.concatenate([[0.0], np.geomspace(horizon * 1e-3, horizon, num - 1)])
     else:
-        raise ConfigError(f"run.time_grid must be 'linear' or 'log', got {grid!r}")
+        raise ConfigError(f"run.time_grid must be 'linear' or 'log', got {time_grid!r}")
+    allowed = run_methods(problem, optimizer)
+    has_data = not finite or problem.data is not None
+    if "methods" not in run_cfg:  # the deterministic equivalent, and the simulator if data
+        run_cfg["methods"] = [m for m in allowed if m == conv.ode_label
+                              or (m == "sgd" and has_data)]
     methods = run_cfg["methods"]
-    allowed = FINITE_METHODS[name] if finite else METHODS
     if (not isinstance(methods, list) or not methods
             or any(m not in allowed for m in methods)):
-        raise ConfigError(f"run.methods must be a non-empty list drawn from {list(allowed)}"
-                          + (f" (optimizer {name!r})" if finite else "") + f", got {methods!r}")
-    if finite and problem.data is None and any(m in ("sgd", "sde") for m in methods):
+        raise ConfigError(f"run.methods must be a non-empty list drawn from {allowed} "
+                          f"(optimizer {name!r}), got {methods!r}")
+    if not has_data and any(m in ("sgd", "sde") for m in methods):
         raise ConfigError(f"problem.data = {prob_cfg['data']!r} is a spectrum only (no data "
                           "matrix): run.methods cannot include 'sgd' or 'sde'")
     if finite and run_cfg.get("ode_bins", 0):
         raise ConfigError("run.ode_bins applies only to streaming problems")
-    return Job(config=cfg, problem=problem, schedule=schedule, batch=batch, ts=ts,
+    return Job(config=cfg, problem=problem, optimizer=optimizer, name=name, ts=ts,
                methods=tuple(methods), sgd_runs=_int(run_cfg, "sgd_runs", "run", minimum=1),
                sgd_seed=_int(run_cfg, "seed", "run", minimum=0),
                sde_paths=_int(run_cfg, "sde_paths", "run", minimum=1),
-               ode_bins=_int(run_cfg, "ode_bins", "run", minimum=0), optimizer=name,
-               momentum=momentum)
-
-
-def _optimizer(opt_cfg: dict, finite: bool) -> tuple[str, float]:
-    """`optimizer.name` and `optimizer.momentum`, checked against the problem kind (shared by
-    `hsgd run` and `hsgd tune`)."""
-    name = opt_cfg.get("name", "sgd")
-    allowed = tuple(FINITE_METHODS) if finite else ("sgd",)
-    if name not in allowed:
-        raise ConfigError(f"optimizer.name must be one of {list(allowed)} for a "
-                          f"{'finite' if finite else 'streaming'} problem, got {name!r}"
-                          + ("" if finite else " (SGD with momentum: problem.kind = 'finite')"))
-    if "momentum" in opt_cfg and name != "sgd_momentum":
-        raise ConfigError("optimizer.momentum applies only to optimizer.name = "
-                          "'sgd_momentum' (finite problems)")
-    momentum = _float(opt_cfg, "momentum", "optimizer", minimum=0.0, default=0.0)
-    if momentum >= 1:
-        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {momentum}")
-    return name, momentum
+               ode_bins=_int(run_cfg, "ode_bins", "run", minimum=0))
 
 
 def _problem_section(prob_cfg: dict, base: Path | None) -> Problem | FiniteProblem:
@@ -290,24 +519,6 @@ def _finite_problem(cfg: dict, base: Path | None):
         ridge=ridge, test=test))
 
 
-def _finite_schedule(schedule, opt_cfg, problem, name, batch, momentum):
-    r"""The schedule of a finite run, in epochs for SGD and in iterations $k$ for SGD+M
-    ($\gamma_k = \gamma(k\beta/n)$), scaled by the stability limit when
-    `stepsize_unit = "limit"` ($\gamma_{\max}$ of SGD, or the SGD+M limit at the batch fraction
-    and momentum)."""
-    unit = opt_cfg.get("stepsize_unit", "absolute")
-    if unit not in ("absolute", "limit"):
-        raise ConfigError(f"optimizer.stepsize_unit must be 'absolute' or 'limit', got {unit!r}")
-    zeta = batch / problem.n
-    scale = 1.0
-    if unit == "limit":
-        scale = float(gamma_max(problem) if name == "sgd" else
-                      momentum_stepsize_limit(problem, momentum, zeta))
-    if name == "sgd":
-        return schedule if scale == 1.0 else FunctionSchedule(lambda t: scale * schedule(t))
-    return FunctionSchedule(lambda k: scale * schedule(k * zeta))
-
-
 def _problem(prob_cfg: dict, base: Path | None) -> Problem:
     d = _int(prob_cfg, "d", "problem", minimum=1)
     loss = _loss(prob_cfg)
@@ -331,16 +542,15 @@ def _problem(prob_cfg: dict, base: Path | None) -> Problem:
         target_weight=weight, cosine=cosine))
 
 
-_SWEEP_KEYS = {"gamma", "batch", "chunk_size", "horizon", "num_times", "target_risk",
-               "ode_bins"}
-SWEEP_DEFAULT = {"gamma": {"start": 0.05, "stop": 8.0, "num": 32, "spacing": "log"},
-                 "batch": [1], "chunk_size": 256, "horizon": 10.0, "num_times": 21,
-                 "ode_bins": 64}
+_SWEEP_SETTINGS = {"chunk_size", "horizon", "num_times", "target_risk", "ode_bins"}
+SWEEP_DEFAULT = {"chunk_size": 256, "horizon": 10.0, "num_times": 21, "ode_bins": 64}
+SWEEP_GAMMA = {"start": 0.05, "stop": 8.0, "num": 32, "spacing": "log"}
 
 
 @dataclass
 class SweepJob:
-    """Everything `hsgd sweep` needs."""
+    """Everything `hsgd sweep` needs: the points set `optimizer`'s fields (see
+    [`ode_outcomes`][])."""
 
     config: dict
     problem: Problem | FiniteProblem
@@ -348,47 +558,94 @@ class SweepJob:
     ts: np.ndarray
     chunk_size: int
     target_risk: float | None
+    optimizer: AbstractOptimizer = dataclasses.field(default_factory=lambda: SGD(1.0))
+    name: str = "sgd"
 
 
 def load_sweep(path: str | Path) -> SweepJob:
-    """Read a sweep config: the [problem] section as for `hsgd run` plus a [sweep] section."""
+    """Read a sweep config: the [problem] section as for `hsgd run`, an optional [optimizer]
+    (the template the points change) and a [sweep] section."""
     path = Path(path)
     return build_sweep(_read_toml(path), base=path.parent)
 
 
 def build_sweep(raw: dict, base: Path | None = None) -> SweepJob:
-    _check_keys(raw, {"problem", "sweep"}, "")
-    sweep_cfg = {**SWEEP_DEFAULT, **raw.get("sweep", {})}
-    _check_keys(sweep_cfg, _SWEEP_KEYS, "sweep")
-    cfg = merge({"problem": raw.get("problem", {})})
-    cfg = {"problem": cfg["problem"], "sweep": sweep_cfg}
-    problem = _problem_section(cfg["problem"], base)
-    gammas = _axis(sweep_cfg["gamma"], "sweep.gamma")
-    batches = _axis(sweep_cfg["batch"], "sweep.batch")
-    if np.any(batches < 1) or np.any(batches != np.round(batches)):
-        raise ConfigError(f"sweep.batch must hold integers >= 1, got {batches.tolist()}")
-    finite = isinstance(problem, FiniteProblem)
-    if finite and batches.tolist() != [1.0]:
-        raise ConfigError("sweep.batch does not apply to a finite problem (its ODE in epochs "
-                          f"is the same for every batch size), got {batches.tolist()}")
-    if finite and "ode_bins" in raw.get("sweep", {}):
+    r"""A sweep: `[sweep]` holds the settings (`chunk_size`, `horizon`, `num_times`,
+    `target_risk`, `ode_bins`) and one axis per swept parameter — `gamma` (a constant learning
+    rate; the default axis), any field of the `[optimizer]` module but its schedule (`batch`,
+    `momentum`, …) or a parameter of its `[optimizer.schedule]` (then without `gamma`). Times
+    are in the pair's clock ($t = k/d$; epochs for finite-data SGD; iterations for heavy
+    ball, as for `hsgd tune`)."""
+    _check_keys(raw, {"problem", "optimizer", "sweep"}, "")
+    for section in ("optimizer", "sweep"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"[{section}] must be a table, got {raw[section]!r}")
+    merged = merge({"problem": raw.get("problem", {}), "optimizer": raw.get("optimizer", {})})
+    problem = _problem_section(merged["problem"], base)
+    name, template = _optimizer_section(merged["optimizer"], problem)
+    fields = [f for f in optimizer_fields(type(template)) if f != "schedule"]
+    schedule_fields = [f.name for f in dataclasses.fields(template.schedule)
+                       if f.name not in fields] if dataclasses.is_dataclass(
+                           template.schedule) else []
+    given = dict(raw.get("sweep", {}))
+    for key in given:
+        if key not in _SWEEP_SETTINGS | {"gamma", *fields, *schedule_fields}:
+            raise ConfigError(f"unknown config key 'sweep.{key}' (settings: "
+                              f"{sorted(_SWEEP_SETTINGS)}; axes: "
+                              f"{['gamma', *fields, *schedule_fields]} — gamma, the fields of "
+                              f"optimizer {name!r} and of its schedule)")
+    on_schedule = [k for k in given if k in schedule_fields]
+    if on_schedule and "gamma" in given:
+        raise ConfigError(f"sweep.gamma (a constant learning rate) and sweep.{on_schedule[0]} "
+                          f"(a parameter of optimizer.schedule) exclude each other")
+    sweep_cfg = {**SWEEP_DEFAULT, **({} if on_schedule else {"gamma": SWEEP_GAMMA}), **given}
+    cfg = {"problem": merged["problem"], "optimizer": merged["optimizer"], "sweep": sweep_cfg}
+    axes = {k: _axis(v, f"sweep.{k}") for k, v in sweep_cfg.items() if k not in _SWEEP_SETTINGS}
+    if "batch" in axes and (np.any(axes["batch"] < 1)
+                            or np.any(axes["batch"] != np.round(axes["batch"]))):
+        raise ConfigError(f"sweep.batch must hold integers >= 1, got {axes['batch'].tolist()}")
+    if "ode_bins" in given and not hasattr(problem, "coarsen"):
         raise ConfigError("sweep.ode_bins applies only to streaming problems")
     horizon = _float(sweep_cfg, "horizon", "sweep", minimum=0.0, strict=True)
     num = _int(sweep_cfg, "num_times", "sweep", minimum=2)
     target = sweep_cfg.get("target_risk")
     if target is not None:
         target = _float(sweep_cfg, "target_risk", "sweep", minimum=0.0, strict=True)
-    from ._sweep import grid
-
-    points = grid(gamma=gammas) if finite else grid(gamma=gammas, batch=batches)
-    return SweepJob(config=cfg, problem=problem, points=points,
-                    ts=np.linspace(0.0, horizon, num),
+    try:
+        ts = recipe_for(problem, template).grid(np.linspace(0.0, horizon, num))
+    except ValueError as e:
+        raise ConfigError(f"sweep.horizon, sweep.num_times: {e}") from None
+    points = grid(**axes)
+    _check_sweep_axes(problem, template, name, ts, points,
+                      [k for k in axes if k in fields and k not in template.tunable(problem)])
+    return SweepJob(config=cfg, problem=problem, points=points, ts=ts,
                     chunk_size=_int(sweep_cfg, "chunk_size", "sweep", minimum=1),
-                    target_risk=target)
+                    target_risk=target, optimizer=template, name=name)
+
+
+def _check_sweep_axes(problem, template, name, ts, points, names):
+    """Each axis over a field the optimizer does not declare continuous
+    ([`tunable`][hsgd.AbstractOptimizer.tunable]) traced through the pair's `ode` once (a
+    sweep point is a traced value): a ConfigError naming the axis where the cell cannot take
+    it, e.g. a batch size for finite-data SGD, whose ODE is for batch 1."""
+    fn = ode_outcomes(problem, ts, optimizer=template)
+    try:
+        fn.check_points(points)  # eagerly: names, gamma >= 0, batch >= 1, each field's checks
+    except ValueError as e:
+        raise ConfigError(f"sweep: {e}") from None
+    point = {k: float(v[0]) for k, v in points.items()}
+    for key in names:
+        try:
+            jax.eval_shape(lambda v, key=key: fn({**point, key: v}), jnp.asarray(point[key]))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"sweep.{key} cannot be a sweep axis for optimizer {name!r} on "
+                              f"a {PROBLEM_KINDS.get(type(problem), type(problem).__name__)} "
+                              f"problem (values {np.unique(points[key]).tolist()}): {e}") from None
 
 
 _TUNE_KEYS = {"family", "horizon", "objective", "num_steps", "learning_rate", "num_knots",
-              "num_times", "ode_bins", "baselines", "sgd_runs", "seed", "target"}
+              "num_times", "ode_bins", "baselines", "sgd_runs", "seed", "target",
+              "hyperparameters"}
 TUNE_DEFAULT = {"family": "knots", "horizon": 10.0, "objective": "final", "num_steps": 100,
                 "learning_rate": 0.05, "num_knots": 12, "num_times": 41, "ode_bins": 64,
                 "baselines": ["constant", "step_decay", "cosine", "critical"], "sgd_runs": 16,
@@ -400,8 +657,8 @@ class TuneJob:
     """Everything `hsgd tune` needs."""
 
     config: dict
-    problem: Problem
-    batch: int
+    problem: Problem | FiniteProblem
+    optimizer: AbstractOptimizer  # the template: its schedule is the tuned family's
     family: str
     horizon: float
     objective: str
@@ -413,21 +670,23 @@ class TuneJob:
     baselines: tuple[str, ...]
     sgd_runs: int
     seed: int
-    optimizer: str = "sgd"
-    momentum: float = 0.0
+    name: str = "sgd"
     target: str | None = None
+    hyperparameters: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def batch(self):
+        return self.optimizer.batch
 
 
 def load_tune(path: str | Path) -> TuneJob:
-    """Read a tune config: [problem] as for `hsgd run`, [optimizer] batch, and [tune]."""
+    """Read a tune config: [problem] as for `hsgd run`, [optimizer] (a module's fields but its
+    schedule), and [tune]."""
     path = Path(path)
     return build_tune(_read_toml(path), base=path.parent)
 
 
 def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
-    from ._tune import BASELINES, FAMILIES
-    from ._tune.tune import OBJECTIVES
-
     _check_keys(raw, {"problem", "optimizer", "tune"}, "")
     for section in ("optimizer", "tune"):
         if not isinstance(raw.get(section, {}), dict):
@@ -435,17 +694,17 @@ def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
     tune_cfg = {**TUNE_DEFAULT, **raw.get("tune", {})}
     _check_keys(tune_cfg, _TUNE_KEYS, "tune")
     opt_cfg = {"batch": 1, **raw.get("optimizer", {})}
+    _batch_default(raw.get("optimizer", {}), opt_cfg)
     cfg = merge({"problem": raw.get("problem", {})})
     cfg = {"problem": cfg["problem"], "optimizer": opt_cfg, "tune": tune_cfg}
     problem = _problem_section(cfg["problem"], base)
     finite = isinstance(problem, FiniteProblem)
-    _check_keys(opt_cfg, {"batch", "name", "momentum"} if finite else {"batch"}, "optimizer")
-    name, momentum = _optimizer(opt_cfg, finite)
+    name, optimizer = _optimizer_section(opt_cfg, problem, schedule=Constant(1.0))
     target = tune_cfg.get("target")
     if target is not None and (not finite or target not in ("risk", "loss")):
         raise ConfigError("tune.target applies to finite problems and must be 'risk' or "
                           f"'loss', got {target!r}")
-    if finite and "ode_bins" in raw.get("tune", {}):
+    if "ode_bins" in raw.get("tune", {}) and not hasattr(problem, "coarsen"):
         raise ConfigError("tune.ode_bins applies only to streaming problems")
     family = tune_cfg["family"]
     if family not in FAMILIES:
@@ -461,16 +720,38 @@ def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
     sgd_runs = _int(tune_cfg, "sgd_runs", "tune", minimum=0)
     if sgd_runs == 1:
         raise ConfigError("tune.sgd_runs must be 0 (no SGD check) or >= 2, got 1")
+    hyper = _hyperparameters(tune_cfg.get("hyperparameters", {}), problem, optimizer, name)
     return TuneJob(
-        config=cfg, problem=problem, batch=_int(opt_cfg, "batch", "optimizer", minimum=1),
-        family=family, horizon=_float(tune_cfg, "horizon", "tune", minimum=0.0, strict=True),
+        config=cfg, problem=problem, optimizer=optimizer, family=family,
+        horizon=_float(tune_cfg, "horizon", "tune", minimum=0.0, strict=True),
         objective=objective, num_steps=_int(tune_cfg, "num_steps", "tune", minimum=0),
         learning_rate=_float(tune_cfg, "learning_rate", "tune", minimum=0.0, strict=True),
         num_knots=_int(tune_cfg, "num_knots", "tune", minimum=2),
         num_times=_int(tune_cfg, "num_times", "tune", minimum=2),
-        ode_bins=0 if finite else _int(tune_cfg, "ode_bins", "tune", minimum=0),
-        baselines=tuple(names), sgd_runs=sgd_runs, seed=_int(tune_cfg, "seed", "tune", minimum=0),
-        optimizer=name, momentum=momentum, target=target)
+        ode_bins=_int(tune_cfg, "ode_bins", "tune", minimum=0) if hasattr(problem, "coarsen")
+        else 0, baselines=tuple(names), sgd_runs=sgd_runs,
+        seed=_int(tune_cfg, "seed", "tune", minimum=0), name=name, target=target,
+        hyperparameters=hyper)
+
+
+def _hyperparameters(table, problem, optimizer, name) -> dict:
+    """`tune.hyperparameters`: field → initial value, each a field the optimizer declares
+    tunable on this problem, strictly inside its bounds."""
+    where = "tune.hyperparameters"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table field = initial value, got {table!r}")
+    bounds = optimizer.tunable(problem)
+    out = {}
+    for key in table:
+        if key not in bounds:
+            raise ConfigError(f"{where}.{key}: not a tunable field of optimizer {name!r} on "
+                              f"this problem; tunable: {sorted(bounds)}")
+        value = _float(table, key, where)
+        low, high = bounds[key]
+        if not low < value < high:
+            raise ConfigError(f"{where}.{key} must be in ({low:g}, {high:g}), got {value}")
+        out[key] = value
+    return out
 
 
 def _axis(value, where: str) -> np.ndarray:
