@@ -13,10 +13,14 @@ $\{(z_k, w_k)\}$, so that expectations are smooth, differentiable functions of $
 * for larger $p$, an antithetic, whitened Halton (quasi-Monte-Carlo) point set: symmetric
   under $z \mapsto -z$ and with empirical covariance exactly $I$, so it is exact for polynomials
   of degree $\le 3$ and converges like $\tilde O(1/N)$ for smooth integrands;
+* trapezoid grids in normal coordinates ([`GaussianRule.trapezoid`][]): spectrally accurate
+  for analytic integrands, and far better than Gauss–Hermite when poles sit near the real axis
+  ($\tanh$); Smolyak sparse grids ([`GaussianRule.sparse_grid`][]) for smooth integrands with
+  $p$ up to ~8;
 * *replicated* rules for integrands with kinks or discontinuities (or that the rules above do
-  not resolve): the union of $R$ independently randomised copies of one rule — each copy a
-  uniform grid in normal coordinates with a random shift and a random rotation
-  ([`GaussianRule.trapezoid`][], $p \le 3$), or a randomly shifted Halton set
+  not resolve): the union of $R$ independently randomised copies of one rule — scrambled
+  Sobol' sets ([`GaussianRule.scrambled_sobol`][], the automatic choice's fallback), randomly
+  shifted and rotated grids ([`GaussianRule.trapezoid`][]) or shifted Halton sets
   ([`GaussianRule.randomized_qmc`][]). Each copy is an unbiased estimate, so the spread of the
   $R$ copies is an honest standard error whatever the integrand's smoothness.
 
@@ -213,6 +217,26 @@ class GaussianRule(eqx.Module):
                    bias_bound=10.0 * _chi2_tail(int(p), float(half_width)))
 
     @classmethod
+    def scrambled_sobol(cls, p: int, log2_points: int, replicates: int = REPLICATES,
+                        seed: int = 0) -> "GaussianRule":
+        r"""$R$ = `replicates` independently Owen-scrambled Sobol' sets of $2^m$ points
+        ($m$ = `log2_points`), mapped by the normal quantile and made antithetic ($\pm z$):
+        $2^{m+1}$ nodes per copy, equal weights summing to $1/R$. Each copy is an unbiased
+        estimate (scrambling makes every point uniform), with root-mean-square error
+        $O(N^{-3/2+\epsilon})$ for smooth integrands and still better than the randomised
+        grids at kinks and jumps (measured 2-5x at $10^6$ points on a hinge, a biased ReLU
+        and Huber with Gaussian noise). The rule the automatic choice falls back on.
+        """
+        if p < 1 or log2_points < 1 or replicates < 2:
+            raise ValueError(f"scrambled_sobol needs p >= 1, log2_points >= 1 and "
+                             f"replicates >= 2, got p={p}, log2_points={log2_points}, "
+                             f"replicates={replicates}")
+        nodes, weights = _sobol_nodes(int(p), int(log2_points), int(replicates), int(seed))
+        return cls(jnp.asarray(nodes), jnp.asarray(weights), replicates=int(replicates),
+                   label=f"scrambled_sobol(p={p}, N={nodes.shape[0] // replicates}, "
+                         f"R={replicates})")
+
+    @classmethod
     def randomized_qmc(cls, p: int, points_per_replicate: int,
                        replicates: int = REPLICATES, seed: int = 0) -> "GaussianRule":
         r"""$R$ = `replicates` randomly shifted Halton sets (Cranley–Patterson rotation).
@@ -354,22 +378,26 @@ def _compositions(q: int, p: int, low: int):
 
 
 def randomized_ladder(p: int, max_points: int, replicates: int = REPLICATES,
-                      seed: int = 0) -> list[GaussianRule]:
-    """Replicated rules for dimension `p` with about $2^{14}, 2^{16}, \\ldots$ points in all
-    (up to `max_points`), cheapest first: randomised grids ([`GaussianRule.trapezoid`][]) for
-    $p \\le 3$, randomly shifted Halton sets ([`GaussianRule.randomized_qmc`][]) above."""
-    rules = []
+                      seed: int = 0) -> list[dict]:
+    """Replicated rules for dimension `p` with $2^{14}, 2^{16}, \\ldots$ points in all (up to
+    `max_points`), cheapest first, as one `{family: builder}` per size: scrambled Sobol' sets
+    ([`GaussianRule.scrambled_sobol`][]), better at jumps, and for $p \\le 3$ randomised grids
+    ([`GaussianRule.trapezoid`][]), better at kinks of a continuous gradient."""
+    sizes = []
     total = 2**14
     while total <= max_points:
+        families = {"sobol": functools.partial(
+            GaussianRule.scrambled_sobol, p, int(round(math.log2(total / (2 * replicates)))),
+            replicates, seed)}
         if p <= 3:
             half_width = 8.0
             ball = math.pi ** (p / 2) / math.gamma(p / 2 + 1) * half_width**p
             spacing = (ball * replicates / total) ** (1.0 / p)
-            rules.append(GaussianRule.trapezoid(p, spacing, half_width, replicates, seed))
-        else:
-            rules.append(GaussianRule.randomized_qmc(p, total // replicates, replicates, seed))
+            families["grid"] = functools.partial(GaussianRule.trapezoid, p, spacing, half_width,
+                                                 replicates, seed)
+        sizes.append(families)
         total *= 4
-    return rules
+    return sizes
 
 
 @functools.cache
@@ -459,6 +487,19 @@ def _trapezoid_nodes(p: int, h: float, half_width: float, replicates: int, seed:
     for j, (z, w) in enumerate(blocks):  # pad each copy to one size with zero-weight nodes
         nodes[j, :z.shape[0]], weights[j, :z.shape[0]] = z, w
     return nodes.reshape(-1, p), weights.ravel()
+
+
+@functools.cache
+def _sobol_nodes(p: int, log2_points: int, replicates: int, seed: int):
+    from scipy.stats import qmc  # scipy is a dependency of jax
+
+    blocks = []
+    for j in range(replicates):
+        u = qmc.Sobol(p, scramble=True, seed=np.random.default_rng([seed, p, j, 65537]))
+        z = _ndtri_np(np.clip(u.random_base2(log2_points), 1e-16, 1 - 1e-16))
+        blocks.append(np.concatenate([z, -z], axis=0))
+    nodes = np.concatenate(blocks, axis=0)
+    return nodes, np.full(nodes.shape[0], 1.0 / nodes.shape[0])
 
 
 @functools.cache

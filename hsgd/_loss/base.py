@@ -266,9 +266,10 @@ class AbstractLoss(eqx.Module):
              from the previous step (geometric convergence: rule $k + 1$ is then much better
              than rule $k$, and their difference estimates rule $k$'s error). A chain is left
              once its differences fail to halve twice in a row (a kink or jump);
-          2. the replicated ladder of [`randomized_ladder`][] (randomised grids, $p \le 3$, or
-             shifted Halton sets), whose estimate is a standard error, honest for kinks and
-             jumps, up to `max_points` points.
+          2. the replicated rules of [`randomized_ladder`][] (scrambled Sobol' sets, and for
+             $p \le 3$ randomised grids; a family 3x worse than the other is dropped), whose
+             estimate is a standard error, honest for kinks and jumps, up to `max_points`
+             points.
           Both ladders integrate the noise jointly with $r$ when its law is a function of
           normals ([`noise_normals`][]). If none meets `rtol`, the rule with the smallest
           estimate and an [`ExpectationAccuracyWarning`][] giving that estimate.
@@ -427,12 +428,19 @@ def _choose_rule(loss, B0, rtol, max_points):
     if accepted is not None:
         return accepted
     best = None
-    for rule in randomized_ladder(dim, max_points):
-        est = _replicate_error(loss, B0, rule)
-        if best is None or est < best[0]:
-            best = (est, rule)
-        if est <= rtol:
-            return rule, est
+    alive = None  # the replicated families still tried (a family 3x worse than the best is dropped)
+    for families in randomized_ladder(dim, max_points):
+        alive = list(families) if alive is None else alive
+        found = {}
+        for name in alive:
+            rule = families[name]()
+            est = found[name] = _replicate_error(loss, B0, rule)
+            if best is None or est < best[0]:
+                best = (est, rule)
+            if est <= rtol:
+                return rule, est
+        lowest = min(found.values())
+        alive = [name for name in alive if found[name] <= 3 * lowest]
     if best is None:  # budget below the smallest replicated rule
         best = min(candidates, key=lambda c: c[0])
     return best[1], best[0]
