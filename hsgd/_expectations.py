@@ -26,7 +26,8 @@ $\{(z_k, w_k)\}$, so that expectations are smooth, differentiable functions of $
 
 **Error estimates.** A rule may carry a `companion` (a different rule for the same law: for the
 automatic rules, the next coarser rule of the same family), and then the estimated error of an
-expectation is twice the difference between the two rules; a replicated rule estimates its error as
+expectation is a factor (2, or $1.25/(1-\rho) \ge 1.5$ for a geometric convergence ratio
+$\rho$ seen by the automatic choice) times the difference between the two rules; a replicated rule estimates its error as
 $4\times$ the standard error of the mean of its copies (`replicates`, 16 for the automatic
 rules: the probability that a Student-$t_{15}$ exceeds 4 is $1.2\times10^{-3}$). The loss
 classes turn these into a relative error per moment ([`AbstractLoss.moment_error`][]) and choose
@@ -88,6 +89,9 @@ class GaussianRule(eqx.Module):
       weights summing to $1/R$; the error estimate is then $4\times$ the standard error of
       the mean of the $R$ block estimates (no companion needed).
     - `label`: a description (for messages and benchmarks).
+    - `companion_factor`: the estimate is this factor times the difference to the companion
+      (default 2; the automatic choice sets $1.25/(1 - \rho) \in [1.5, 2]$ when it saw the rule
+      family converge geometrically with ratio $\rho \le 1/2$ towards a finer companion).
     - `bias_bound`: a relative error that neither the companion nor the copies can see,
       added to every estimate: for the truncated grids of [`GaussianRule.trapezoid`][],
       $10\,P(\|z\| > \text{half\_width})$ (the Gaussian mass left out, with room for an
@@ -104,6 +108,7 @@ class GaussianRule(eqx.Module):
     replicates: int = eqx.field(static=True, default=1)
     label: str = eqx.field(static=True, default="")
     bias_bound: float = eqx.field(static=True, default=0.0)
+    companion_factor: float = eqx.field(static=True, default=DIFFERENCE_FACTOR)
 
     def __check_init__(self):
         if self.nodes.ndim != 2 or self.weights.shape != self.nodes.shape[:1]:
@@ -125,10 +130,12 @@ class GaussianRule(eqx.Module):
         """The number of nodes $Q$ (all copies together), a Python `int`."""
         return self.nodes.shape[0]
 
-    def with_companion(self, companion: "GaussianRule | None") -> "GaussianRule":
-        """This rule with `companion` as its error-estimate partner."""
+    def with_companion(self, companion: "GaussianRule | None",
+                       factor: float = DIFFERENCE_FACTOR) -> "GaussianRule":
+        """This rule with `companion` as its error-estimate partner (estimate: `factor` times
+        their difference)."""
         return GaussianRule(self.nodes, self.weights, companion, self.replicates, self.label,
-                            self.bias_bound)
+                            self.bias_bound, float(factor))
 
     def rotated(self, seed: int = 0) -> "GaussianRule":
         """The same rule turned by a fixed Haar-random rotation (seeded; no companion): as

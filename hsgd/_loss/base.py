@@ -208,8 +208,8 @@ class AbstractLoss(eqx.Module):
         r"""Estimated relative errors of [`AbstractLoss.generic_moments`][] on `rule` (default
         the loss's own) at $B$, one non-negative scalar per moment (`A`: 0 when $m \ne m^*$):
         for a replicated rule $4\times$ the standard error of its copies' mean; otherwise
-        twice the difference to the rule's companion (or to [`reference_rule`][] if it has
-        none); relative to the scales of the module docstring; plus the rule's `bias_bound`.
+        `companion_factor` (default 2) times the difference to the rule's companion (twice the
+        difference to [`reference_rule`][] if it has none); relative to the scales of the module docstring; plus the rule's `bias_bound`.
         Traceable (`jit`/`vmap` over $B$)."""
         rule = self.rule() if rule is None else rule
         mom, scales, copies = self._generic(B, rule)
@@ -220,9 +220,11 @@ class AbstractLoss(eqx.Module):
             zero = jax.tree_util.tree_map(jnp.zeros_like, se)
             rel = self._relative(se, zero, scales, factor=ERROR_FACTOR)
         else:
-            partner = rule.companion if rule.companion is not None else reference_rule(rule.dim)
-            rel = self._relative(mom, self._generic(B, partner)[0], scales,
-                                 factor=DIFFERENCE_FACTOR)
+            if rule.companion is not None:
+                partner, factor = rule.companion, rule.companion_factor
+            else:
+                partner, factor = reference_rule(rule.dim), DIFFERENCE_FACTOR
+            rel = self._relative(mom, self._generic(B, partner)[0], scales, factor=factor)
         return Moments(*(e + rule.bias_bound for e in rel))
 
     def _relative(self, a: Moments, b: Moments, scales: Moments, factor=1.0) -> Moments:
@@ -256,29 +258,35 @@ class AbstractLoss(eqx.Module):
 
         - Closed forms and losses with fixed rules of their own (no `quadrature` field): the
           loss itself and `float(moment_error(B0))`.
-        - A generic-engine loss with `quadrature=None`: a copy with the first rule that meets
-          `rtol` (relative, on every moment: [`AbstractLoss.moment_errors`][]) from
+        - A generic-engine loss with `quadrature=None`: a copy with a rule that meets `rtol`
+          (relative, on every moment: [`AbstractLoss.moment_errors`][]) at $B_0$:
           1. the deterministic chains of [`deterministic_ladders`][] (Gauss–Hermite from the
-             default rule's companion up, trapezoid grids for $p \le 4$, sparse grids for
-             $p \ge 4$, quasi-Monte-Carlo for $p \ge 5$): rule $k$ is taken, with the next
-             finer rule $k + 1$ as its companion, when the two differ by at most `rtol` and
-             either rule $k - 1$ does too (three rules agree) or the difference at least halved
-             from the previous step (geometric convergence: rule $k + 1$ is then much better
-             than rule $k$, and their difference estimates rule $k$'s error). A chain is left
-             once its differences fail to halve twice in a row (a kink or jump);
-          2. the replicated rules of [`randomized_ladder`][] (scrambled Sobol' sets, and for
-             $p \le 3$ randomised grids; a family 3x worse than the other is dropped), whose
-             estimate is a standard error, honest for kinks and jumps, up to `max_points`
-             points.
-          Both ladders integrate the noise jointly with $r$ when its law is a function of
-          normals ([`noise_normals`][]). If none meets `rtol`, the rule with the smallest
-          estimate and an [`ExpectationAccuracyWarning`][] giving that estimate.
+             default rule's companion up; trapezoid grids for $p \le 4$; sparse grids for
+             $p \ge 4$; quasi-Monte-Carlo for $p \ge 5$), each rule $k$ compared with the
+             next finer rule $k + 1$ (its companion if taken): with $d$ their relative
+             difference and $\rho$ its ratio to the previous difference, rule $k$ is accepted
+             when $c\,d \le$ `rtol` with $c = 1.25/(1 - \rho)$ (at least 1.5, at most 2) if
+             $\rho \le 1/2$ (geometric convergence: rule $k$'s error is at most
+             $d/(1 - \rho)$; 25% margin) or $c = 2$ if
+             rules $k - 1, k, k + 1$ all agree; and a rotated copy of rule $k$ agrees within
+             2 `rtol` (a kink or jump that happens to sit well on the grid does not survive the
+             rotation). A chain is left once its differences fail to halve twice in a row or
+             the rotated copy is 10x off (a kink or jump). The default rule is kept whenever it
+             is accepted (today's cost); otherwise the accepted rule with the fewest points;
+          2. if no chain gives one, the replicated rules of [`randomized_ladder`][] (scrambled
+             Sobol' sets, and for $p \le 3$ randomised grids; a family 3x worse than the other
+             is dropped), whose estimate is a standard error, honest for kinks and jumps, up
+             to `max_points` points.
+          Both integrate the noise jointly with $r$ when its law is a function of normals
+          ([`noise_normals`][]). If nothing meets `rtol`: the rule with the smallest estimate
+          and an [`ExpectationAccuracyWarning`][] giving that estimate.
         - A user-given rule is kept; its estimate is the larger of its own
           (`moment_error(B0)`) and its distance to the automatic rule plus that rule's estimate,
           with a warning if above `rtol`.
 
         The returned loss's `moment_error(B)` estimates its error at any later $B$ with the same
-        mechanism (companion difference or copies' spread)."""
+        mechanism (companion difference times its factor, or the copies' spread); at $B_0$ it
+        is at most the returned estimate (which also includes the rotation check)."""
         B0 = jnp.asarray(B0)
         if B0.shape != (self.p, self.p):
             raise ValueError(f"refined needs B0 of shape ({self.p}, {self.p}), got {B0.shape}")
@@ -389,9 +397,9 @@ def _choose_rule(loss, B0, rtol, max_points):
     dim = loss.integration_dim
     candidates = []  # (estimate, rule): the fallback if nothing meets rtol
 
-    def rel(a, b):  # the estimate from two rules' values: twice their relative difference
+    def raw(a, b):  # relative difference of two rules' values, on b's scales
         (ma, _), (mb, sb) = a, b
-        return DIFFERENCE_FACTOR * float(max(loss._relative(ma, mb, sb)))
+        return float(max(loss._relative(ma, mb, sb)))
 
     accepted = None  # (rule, estimate): the cheapest deterministic rule that met rtol
     for index, builders in enumerate(deterministic_ladders(dim, max_points)):
@@ -404,26 +412,37 @@ def _choose_rule(loss, B0, rtol, max_points):
                 cache[k] = _evaluate(loss, B0, chain[k])[:2]
             return cache[k]
 
-        diffs = {}  # diffs[k]: estimate of rule k - 1 from rule k (on rule k - 1's scales)
+        diffs = {}  # diffs[k]: relative difference of rules k and k - 1 (rule k - 1's scales)
         for k in range(1, len(chain)):
             if accepted is not None and chain[k - 1].num_points >= accepted[0].num_points:
                 break  # an earlier family already met rtol more cheaply
-            d = diffs[k] = rel(ev(k), ev(k - 1)) + chain[k - 1].bias_bound
-            candidates.append((d, chain[k - 1].with_companion(chain[k])))
+            d = diffs[k] = raw(ev(k), ev(k - 1))
+            bias = chain[k - 1].bias_bound
+            # geometric convergence with ratio rho: |error of rule k - 1| <= d / (1 - rho)
+            rho = d / diffs[k - 1] if k >= 2 and diffs[k - 1] > 0 else 1.0
+            # (the bound is tight for an exact geometric sequence: 25% margin, at least 1.5)
+            factor = min(DIFFERENCE_FACTOR, max(1.5, 1.25 / (1.0 - rho))) if rho <= 0.5 \
+                else DIFFERENCE_FACTOR
+            est = factor * d + bias
+            candidates.append((est, chain[k - 1].with_companion(chain[k], factor)))
             if not np.isfinite(d):
                 break
-            if k >= 2 and d <= rtol and (d <= 0.5 * diffs[k - 1] or diffs[k - 1] <= rtol):
+            three_agree = k >= 2 and DIFFERENCE_FACTOR * diffs[k - 1] + chain[k - 2].bias_bound <= rtol
+            if k >= 2 and est <= rtol and (rho <= 0.5 or three_agree):
                 # rules k - 2, k - 1, k agree, or converge geometrically: rule k - 1's error is
                 # about its difference to the much better rule k, its companion. Check that a
                 # rotated copy of rule k - 1 agrees too (a kink or jump that happens to sit well
                 # on the grid does not survive the rotation).
-                turned = rel(_evaluate(loss, B0, chain[k - 1].rotated())[:2], ev(k - 1))
-                if turned + chain[k - 1].bias_bound <= rtol:
-                    accepted = (chain[k - 1].with_companion(chain[k]), max(d, turned))
+                turned = raw(_evaluate(loss, B0, chain[k - 1].rotated())[:2], ev(k - 1))
+                if turned / 2 + bias <= rtol:  # two rules each within rtol differ by <= 2 rtol
+                    accepted = (chain[k - 1].with_companion(chain[k], factor),
+                                max(est, turned / 2 + bias))
                     if first and k == 2:  # today's default rule meets rtol: keep it
                         return accepted
-                break  # accepted, or not smooth enough for a deterministic rule: next family
-            if k >= 3 and d > rtol and d > 0.5 * diffs[k - 1] and diffs[k - 1] > 0.5 * diffs[k - 2]:
+                    break  # accepted: next family (for a cheaper rule)
+                if turned > 10 * rtol:
+                    break  # far from smooth at this resolution: next family
+            if k >= 3 and est > rtol and d > 0.5 * diffs[k - 1] and diffs[k - 1] > 0.5 * diffs[k - 2]:
                 break  # not converging geometrically (a kink or a jump): next family
     if accepted is not None:
         return accepted
