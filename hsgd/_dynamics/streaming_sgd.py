@@ -19,7 +19,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 from jaxtyping import Array
 
 from .._blowup import after_first, nan_where
@@ -34,6 +33,7 @@ from .structured import (
     StructuredKvaerno5,
     _mT,
     contract,
+    error_norm,
     initial_state,
 )
 
@@ -201,6 +201,11 @@ class SGDModes(AbstractModeDynamics):
     def m(self):
         return self.loss.m
 
+    @property
+    def forcing_only(self):
+        # Least squares: J(B) is constant, only I(B) = 2h(B) depends on the summary.
+        return isinstance(self.loss, LeastSquares)
+
     def _blocks(self, F, C):
         """The per-mode $V_{xx}$, $V_{x*}$ blocks (scaled) in the original coordinates."""
         if self.error_coords:
@@ -210,9 +215,10 @@ class SGDModes(AbstractModeDynamics):
     def summary_linear(self, F, C):
         # The weighted sums of the state blocks themselves: in error coordinates E = Cov(x - x*)
         # and Cov(x - x*, x*), so the decaying E is never a difference of large numbers.
-        iu = jnp.triu_indices(self.m)
-        return jnp.concatenate([contract(F, self.weighted)[iu],
-                                contract(C, self.weighted).ravel()])
+        # Upper triangle of F and all of C, by static slices (no gather).
+        SF = contract(F, self.weighted)
+        return jnp.concatenate([SF[a, a:] for a in range(self.m)]
+                               + [contract(C, self.weighted).ravel()])
 
     def summary_offset(self):
         m = self.m
@@ -220,10 +226,13 @@ class SGDModes(AbstractModeDynamics):
 
     def _unpack(self, u):
         m = self.m
-        iu = jnp.triu_indices(m)
-        k = iu[0].shape[0]
-        Sxx = jnp.zeros((m, m), u.dtype).at[iu].set(u[:k])
-        return Sxx + jnp.triu(Sxx, 1).T, u[k:].reshape(m, -1)
+        k = m * (m + 1) // 2
+        # Rows of the upper triangle (static slices), mirrored.
+        starts = np.cumsum([0] + [m - a for a in range(m)])
+        Sxx = jnp.stack([jnp.concatenate([jnp.zeros((a,), u.dtype), u[starts[a]:starts[a + 1]]])
+                         for a in range(m)])
+        Sxx = Sxx + jnp.triu(Sxx, 1).T
+        return Sxx, u[k:].reshape(m, -1)
 
     def B(self, u):
         """$B$ $(p, p)$ from the summary vector."""
@@ -264,7 +273,7 @@ class SGDModes(AbstractModeDynamics):
     def snapshot(self, problem: Problem, y, statistics):
         r"""B, the distance $\|X - X^*\|^2$ and the statistics from the solver state."""
         F, C = y["F"], y["C"]
-        u = self.summary(F, C)
+        u = y["u"]  # the summary, kept up to date by the solver
         snap = dict(B=self.B(u))
         if self.error_coords:
             snap["E"] = self._unpack(u)[0]
@@ -395,7 +404,7 @@ def _solve_structured(problem, schedule, ts, batch, statistics, rtol, atol, step
     dyn, F0, C0 = SGDModes.from_problem(problem, schedule, batch)
     y0 = initial_state(dyn, F0, C0, jnp.zeros((0,), F0.dtype))
     if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=optx.max_norm,
+        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm,
                                                     dtmin=_dtmin(ts))
     if not isinstance(stepsize_controller, diffrax.ClipStepSizeController):
         # The solver's dense output is linear between steps: step onto every output time.
@@ -404,7 +413,7 @@ def _solve_structured(problem, schedule, ts, batch, statistics, rtol, atol, step
     bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
 
     def blew_up(t, y, args, **kwargs):
-        return ~(jnp.max(jnp.abs(args.summary(y["F"], y["C"]))) < bound)
+        return ~(jnp.max(jnp.abs(y["u"])) < bound)
 
     def save(t, y, args):
         return dict(args.snapshot(problem, y, statistics), error=y["acc"])

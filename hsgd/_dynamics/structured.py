@@ -45,6 +45,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 from jaxtyping import Array, Float
 
 
@@ -73,6 +74,13 @@ class AbstractModeDynamics(eqx.Module):
 
     affine: eqx.AbstractVar[bool]
 
+    @property
+    def forcing_only(self) -> bool:
+        r"""Whether the summary enters the system only through the forcing $N$ ($A$, $\bar A$
+        and the auxiliary rates do not depend on it; e.g. least squares). The solver then
+        solves the $C$ block once per stage and differentiates only the $F$ block."""
+        return False
+
     @abc.abstractmethod
     def summary_linear(self, F, C) -> Float[Array, " u"]:
         """The linear part of the coupling summary $u$ (a flat vector)."""
@@ -97,19 +105,22 @@ class AbstractModeDynamics(eqx.Module):
 
     def field(self, t, y):
         """The right-hand side $dy/dt$ (explicit), with zero rates for the bookkeeping leaves."""
-        sys = self.system(t, self.summary(y["F"], y["C"]), y["aux"])
+        sys = self.system(t, y["u"], y["aux"])
         kF, kC = _apply(sys, y["F"], y["C"])
         return _derivative(y, kF, kC, sys.aux_rate)
 
 
 def initial_state(dynamics: AbstractModeDynamics, F, C, aux):
     r"""The solver's state from the per-mode blocks (mode axis last) and the auxiliary scalars,
-    with three bookkeeping leaves the error control reads (their own values are not integrated):
-    `mag`, the weighted aggregates of $|F|$ and $|C|$ (so the controller's $\max(|y_0|, |y_1|)$
-    scale of the aggregated errors is the aggregates' size); `res`, a constant 1 whose error is
-    the stage equations' relative residual; `acc`, the running sum of the local error
-    estimates of the summary (the solution's error estimate)."""
-    y = dict(F=F, C=C, aux=aux, res=jnp.ones((), F.dtype), acc=jnp.zeros((), F.dtype))
+    with bookkeeping leaves (their own values are not integrated): `u`, the summary of the
+    blocks (the solver keeps it up to date, so that events and outputs read it without a pass
+    over the modes); for the error control `mag`, the weighted aggregates of $|F|$ and $|C|$
+    (so the controller's $\max(|y_0|, |y_1|)$ scale of the aggregated errors is the aggregates'
+    size) and `res`, a constant 1 whose error is the stage equations' relative residual; `acc`,
+    the running sum of the local error estimates of the summary (the solution's error
+    estimate)."""
+    y = dict(F=F, C=C, aux=aux, u=dynamics.summary(F, C), res=jnp.ones((), F.dtype),
+             acc=jnp.zeros((), F.dtype))
     return dict(y, mag=_aggregate(dynamics.error_weights(), F, C))
 
 
@@ -126,7 +137,7 @@ def contract(x, w):
 
 
 def _derivative(y, kF, kC, aux_rate):
-    zero = jax.tree_util.tree_map(jnp.zeros_like, {k: y[k] for k in ("res", "acc", "mag")})
+    zero = jax.tree_util.tree_map(jnp.zeros_like, {k: y[k] for k in ("u", "res", "acc", "mag")})
     return dict(zero, F=kF, C=kC, aux=aux_rate)
 
 
@@ -161,7 +172,8 @@ def _solve_left(A, c, rhs):
     r"""$(I - cA)^{-1}\,\mathrm{rhs}$ per mode."""
     n = A.shape[0]
     if n == 1:
-        return rhs / (1.0 - c * A)
+        # A reciprocal and a product: the reciprocal is shared by the primal and its tangents.
+        return rhs * (1.0 / (1.0 - c * A))
     eye = jnp.eye(n, dtype=rhs.dtype)[:, :, None]
     return _per_mode_solve(eye - c * A, rhs)
 
@@ -170,7 +182,7 @@ def _solve_sylvester(A, c, rhs):
     r"""$X$ with $X - c(AX + XA^\top) = \mathrm{rhs}$ per mode."""
     n = A.shape[0]
     if n == 1:
-        return rhs / (1.0 - 2.0 * c * A)
+        return rhs * (1.0 / (1.0 - 2.0 * c * A))
     eye = jnp.eye(n, dtype=rhs.dtype)
     # vec (row-major): (A X)_{ab} = sum_k A_ak X_kb, (X A^T)_{ab} = sum_k A_bk X_ak.
     K = ((eye[:, None, :, None] * eye[None, :, None, :])[..., None]
@@ -184,12 +196,18 @@ def _solve_sylvester(A, c, rhs):
 def _stage(sys: ModeSystem, c, F_base, C_base):
     r"""The stage derivatives $k$ with $k = f(\zeta + c\,k)$ for the frozen system: exact per
     mode (the system is block triangular: $C$ first, then the Sylvester equation for $F$)."""
-    kC = _solve_left(sys.A, c, _mm(sys.A, C_base) + _mm(sys.A_target, sys.target))
-    zC = C_base + c * kC
+    kC = _stage_C(sys, c, C_base)
+    return _stage_F(sys, c, F_base, C_base + c * kC), kC
+
+
+def _stage_C(sys: ModeSystem, c, C_base):
+    return _solve_left(sys.A, c, _mm(sys.A, C_base) + _mm(sys.A_target, sys.target))
+
+
+def _stage_F(sys: ModeSystem, c, F_base, zC):
     AF = _mm(sys.A, F_base)
     AtC = _mm(sys.A_target, _mT(zC))
-    kF = _solve_sylvester(sys.A, c, AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing)
-    return kF, kC
+    return _solve_sylvester(sys.A, c, AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing)
 
 
 # Kværnø's ESDIRK 5(4) tableau (diffrax.Kvaerno5) as Python floats (weakly typed: they keep a
@@ -202,17 +220,9 @@ KV5_DIAG = tuple(map(float, _KV5.a_diagonal))
 KV5_B = tuple(map(float, _KV5.b_sol))
 KV5_BERR = tuple(map(float, _KV5.b_error))
 
-# The same as arrays for the stage loop here: stage i uses row i of `_A` (zero from the diagonal
-# on) and the diagonal coefficient `_ALPHA` (the same for every implicit stage).
 _S = len(KV5_C)
-_C = np.array(KV5_C)
-_A = np.zeros((_S, _S))
-for _i, _row in enumerate(KV5_A):
-    _A[_i + 1, :len(_row)] = _row
 _ALPHA = KV5_DIAG[1]
 assert np.allclose(KV5_DIAG[1:], _ALPHA)
-_B = np.array(KV5_B)
-_BERR = np.array(KV5_BERR)
 
 
 class AbstractKvaerno5Solver(diffrax.AbstractAdaptiveSolver):
@@ -233,38 +243,29 @@ class AbstractKvaerno5Solver(diffrax.AbstractAdaptiveSolver):
         return terms.vf(t0, y0, args)
 
 
-def _weighted(coeffs, stacked):
-    r"""$\sum_i c_i k_i$ over the leading (stage) axis of every leaf."""
-    def combine(k):
-        # Unrolled over the (few) stages: elementwise over the modes, so XLA fuses it into one
-        # pass and its rounding does not depend on batching.
-        coeffs_ = jnp.asarray(coeffs, k.dtype)
-        out = coeffs_[0] * k[0]
-        for i in range(1, k.shape[0]):
-            out = out + coeffs_[i] * k[i]
-        return out
-
-    return jax.tree_util.tree_map(combine, stacked)
-
-
 class StructuredKvaerno5(AbstractKvaerno5Solver):
     r"""Kværnø's L-stable ESDIRK 5(4) method with structured stage solves, for an
     [`AbstractModeDynamics`][] passed as `args` (see the module docstring; SPEC §6).
 
     Each implicit stage solves the per-mode blocks exactly for a given summary and finds the
-    summary by `newton_steps` simplified-Newton corrections (Jacobian by forward mode at the
-    first implicit stage of each step, reused by the others). For dynamics whose coupling is
-    affine in the summary at a fixed time (least squares at a constant stepsize) one correction
-    is exact; otherwise the remaining residual enters the error estimate (the step is rejected
-    if it exceeds the tolerance). The summaries of stage combinations are formed from the
-    summaries of the stage derivatives (the summary is affine), so a stage costs two passes
-    over the modes per correction. Differentiable by reverse mode (the iteration count is
-    fixed), with the checkpointing of diffrax's `RecursiveCheckpointAdjoint`.
+    summary by `newton_steps` Newton corrections. One pass over the modes evaluates the stage
+    at the current summary together with its derivatives along the summary's few directions
+    (forward mode, fused into the same pass): the residual's Jacobian, exact for this stage,
+    and the tangent of the stage derivative, with which the stage derivative is carried to the
+    corrected summary linearly — no second pass. For dynamics whose coupling is affine in the
+    summary at a fixed time (least squares, for any schedule) one correction is exact;
+    otherwise the remaining residual, estimated from the contraction of the last two
+    corrections, enters the error estimate (the step is rejected if it exceeds the tolerance).
+    The stages are unrolled (the stage combinations are fixed-coefficient sums that fuse with
+    the passes that read them). Differentiable by reverse mode (the iteration count is fixed;
+    the Jacobian and the tangents only steer the iteration and are held constant, so the
+    derivative is that of the implicit function theorem at the solution and needs no second
+    derivatives), with the checkpointing of diffrax's `RecursiveCheckpointAdjoint`.
 
     **Arguments:**
 
-    - `newton_steps`: simplified-Newton corrections per stage (default: 1 when the dynamics are
-      `affine` in their summary, else 2).
+    - `newton_steps`: Newton corrections per stage (default: 1 when the dynamics are `affine`
+      in their summary, else 2).
     """
 
     newton_steps: int | None = eqx.field(static=True, default=None)
@@ -283,81 +284,153 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
         # First same as last: the tableau is stiffly accurate, so the last stage of the previous
         # step is f(t0, y0) (recomputed after a jump).
         if made_jump is False:
-            k0, s_k0, u0 = solver_state
+            k0, s_k0 = solver_state
         else:
-            k0, s_k0, u0 = jax.lax.cond(made_jump, lambda: _first_derivative(dyn, t0, y0),
-                                        lambda: solver_state)
+            k0, s_k0 = jax.lax.cond(made_jump, lambda: _first_derivative(dyn, t0, y0),
+                                    lambda: solver_state)
+        u0 = y0["u"]
         nu = u0.shape[0]
-        stacked = jax.tree_util.tree_map(
-            lambda k: jnp.zeros((_S,) + k.shape, k.dtype).at[0].set(k), k0)
-        sums = jnp.zeros((_S, nu), dtype).at[0].set(s_k0)
+        ks, sks = [k0], [s_k0]
+        res_max = jnp.zeros((), dtype)
 
-        def residual(x, ti, base, s_base):
-            u, aux = x[:nu], x[nu:]
-            sys = dyn.system(ti, u, aux)
-            kF, kC = _stage(sys, c, base["F"], base["C"])
-            k = _derivative(base, kF, kC, sys.aux_rate)
-            s_k = dyn.summary_linear(kF, kC)
-            z = jnp.concatenate([s_base + c * s_k, base["aux"] + c * k["aux"]])
-            return x - z, (k, s_k)
+        # The derivatives along the summary (the Jacobian and the tangents of the blocks) are
+        # differentiated when the dynamics are affine: the one correction from the predictor
+        # is then exact as a function of the parameters too. Otherwise they only steer the
+        # iteration and are held constant (see the class docstring).
+        steer = (lambda a: a) if dyn.affine else jax.lax.stop_gradient
 
-        def stage_inputs(i, stacked, sums):
-            row = jnp.asarray(_A)[i].astype(dtype)
-            base = jax.tree_util.tree_map(lambda y, k: y + h * k, y0, _weighted(row, stacked))
-            s_base = u0 + h * contract(sums.T, row)
+        def linearized(x, ti, base):
+            """The stage's blocks at the summary `x` and their derivatives along each direction
+            of it (forward mode: one pass), with the summaries of both. A derivative that is zero
+            by structure is None."""
+            basis = jnp.eye(x.shape[0], dtype=dtype)
+            if dyn.forcing_only:
+                sys = dyn.system(ti, x[:nu], x[nu:])
+                kC = _stage_C(sys, c, base["C"])
+                zC = base["C"] + c * kC
+
+                def blocks(x_):
+                    kF = _stage_F(dyn.system(ti, x_[:nu], x_[nu:]), c, base["F"], zC)
+                    return kF, dyn.summary_linear(kF, kC)
+
+                (kF, s_k), (dkF, ds_k) = jax.vmap(lambda v: jax.jvp(blocks, (x,), (v,)),
+                                                  out_axes=(None, 0))(basis)
+                dkF, ds_k = steer((dkF, ds_k))
+                return dict(F=kF, C=kC, aux=sys.aux_rate), dict(F=dkF, C=None, aux=None), s_k, ds_k
+
+            def blocks(x_):
+                sys = dyn.system(ti, x_[:nu], x_[nu:])
+                kF, kC = _stage(sys, c, base["F"], base["C"])
+                k_ = dict(F=kF, C=kC, aux=sys.aux_rate)
+                return k_, dyn.summary_linear(kF, kC)
+
+            (k, s_k), (dk, ds_k) = jax.vmap(lambda v: jax.jvp(blocks, (x,), (v,)),
+                                            out_axes=(None, 0))(basis)
+            dk, ds_k = steer((dk, ds_k))
+            return k, dk, s_k, ds_k
+
+        for i in range(1, _S):
+            ti = t0 + KV5_C[i] * (t1 - t0)
+            row = KV5_A[i - 1]
+            base = {name: y0[name] + h * _combine(row, [k[name] for k in ks])
+                    for name in ("F", "C", "aux")}
+            s_base = u0 + h * _combine(row, sks)
             # Predictor: the previous stage's derivative over the implicit part of this stage.
-            x = jnp.concatenate([s_base + c * sums[i - 1], base["aux"] + c * stacked["aux"][i - 1]])
-            return t0 + jnp.asarray(_C)[i].astype(dtype) * (t1 - t0), base, s_base, x
-
-        ti, base, s_base, x = stage_inputs(1, stacked, sums)
-        # The Jacobian only steers the iteration (at convergence the stage solves
-        # x = z(x) whatever it is), so it is held constant under differentiation: reverse mode
-        # then differentiates the corrections like the implicit function theorem and needs no
-        # second derivatives of the loss's moments.
-        jac = jax.jacfwd(lambda v: residual(v, ti, base, s_base)[0])(jax.lax.stop_gradient(x))
-        jac_inv = jax.lax.stop_gradient(jnp.linalg.inv(jac))
-
-        def body(i, carry):
-            stacked, sums, res_max, _ = carry
-            ti, base, s_base, x = stage_inputs(i, stacked, sums)
-
-            def newton(_, carry):
-                # Evaluate at x (the stage derivative and the residual there), then correct x;
-                # the last pass's evaluation is the stage's (one traced copy of the system).
-                x, _, _ = carry
-                r, k = residual(x, ti, base, s_base)
-                return x - contract(jac_inv, r), r, k
-
-            shapes = jax.eval_shape(lambda: residual(x, ti, base, s_base))
-            init = (x, *jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
-            _, r, (k, s_k) = jax.lax.fori_loop(0, newton_steps + 1, newton, init)
+            x = jnp.concatenate([s_base + c * sks[-1], base["aux"] + c * ks[-1]["aux"]])
+            deltas = []
+            for _ in range(newton_steps):
+                k, dk, s_k, ds_k = linearized(x, ti, base)
+                r = x - jnp.concatenate([s_base + c * s_k, base["aux"] + c * k["aux"]])
+                # Row v of dz is the derivative of the stage's summary along direction v.
+                daux = jnp.zeros((x.shape[0], x.shape[0] - nu), dtype) if dk["aux"] is None \
+                    else dk["aux"]
+                dz = jnp.concatenate([c * ds_k, c * daux], axis=1)
+                jac = jnp.eye(x.shape[0], dtype=dtype) - dz.T
+                delta = -_small_solve(jac, r)
+                x = x + delta
+                k = {name: k[name] if dk[name] is None else k[name] + _along(dk[name], delta)
+                     for name in k}
+                s_k = s_k + _along(ds_k, delta)
+                deltas.append(jnp.max(jnp.abs(delta)))
             scale = jnp.max(jnp.abs(x))
-            res = jnp.max(jnp.abs(r)) / jnp.where(scale > 0, scale, 1.0)
-            stacked = jax.tree_util.tree_map(lambda a, b: a.at[i].set(b), stacked, k)
-            z = jax.tree_util.tree_map(lambda b, kk: b + c * kk, base, k)
-            return stacked, sums.at[i].set(s_k), jnp.maximum(res_max, res), z
-
-        stacked, sums, res_max, y1 = jax.lax.fori_loop(
-            1, _S, body, (stacked, sums, jnp.zeros((), dtype), y0))
+            scale = jnp.where(scale > 0, scale, 1.0)
+            if dyn.affine and newton_steps == 1:
+                res = jnp.zeros((), dtype)  # exact: the stage equation is affine
+            elif newton_steps == 1:
+                res = deltas[-1] / scale  # the size of the only correction (conservative)
+            else:
+                # Contraction of the last two corrections: the remaining error is about
+                # theta |delta| / (1 - theta) (conservative for Newton's quadratic rate).
+                theta = deltas[-1] / jnp.where(deltas[-2] > 0, deltas[-2], 1.0)
+                theta = jnp.where(deltas[-2] > 0, theta, 0.0)
+                res = jnp.minimum(theta, 1.0) * deltas[-1] / (1.0 - jnp.minimum(theta, 0.9))
+                res = res / scale
+            res_max = jnp.maximum(res_max, res)
+            ks.append(k)
+            sks.append(s_k)
         # The tableau is stiffly accurate: y1 is the last stage value itself. (Summing
         # y0 + h sum b_i k_i instead leaves eps |y0| of a stiff mode that has decayed, and the
         # carried f(t1, y1) would then inject it back times h lambda at the next step.)
-        err = jax.tree_util.tree_map(lambda k: h * k, _weighted(_BERR, stacked))
-        local = jnp.max(jnp.abs(h * contract(sums.T, jnp.asarray(_BERR, dtype))))
+        y1 = {name: base[name] + c * ks[-1][name] for name in ("F", "C", "aux")}
+        u1 = s_base + c * sks[-1]  # the summary of y1 (the last stage's, solved)
+        err = {name: h * _combine(KV5_BERR, [k[name] for k in ks]) for name in ("F", "C", "aux")}
+        local = jnp.max(jnp.abs(h * _combine(KV5_BERR, sks)))
         weights = dyn.error_weights()
-        y1 = dict(y1, res=y0["res"], acc=y0["acc"] + local,
+        y1 = dict(y1, u=u1, res=y0["res"], acc=y0["acc"] + local,
                   mag=_aggregate(weights, y1["F"], y1["C"]))
         # Only aggregates are controlled: the per-mode errors weighted as the outputs weigh
         # them (a mode that carries nothing of B may be inaccurate relative to itself), the
-        # auxiliary scalars, and the stage equations' residual.
-        err = dict(jax.tree_util.tree_map(jnp.zeros_like, err), aux=err["aux"], res=res_max,
+        # auxiliary scalars, and the stage equations' residual. (The zeros of the per-mode
+        # leaves are skipped by `error_norm`.)
+        err = dict(F=jnp.zeros_like(err["F"]), C=jnp.zeros_like(err["C"]), aux=err["aux"],
+                   u=jnp.zeros_like(u1), res=res_max, acc=jnp.zeros((), dtype),
                    mag=_aggregate(weights, err["F"], err["C"]))
-        last = (jax.tree_util.tree_map(lambda a: a[-1], stacked), sums[-1],
-                u0 + h * contract(sums.T, jnp.asarray(_B, dtype)))
-        return y1, err, dict(y0=y0, y1=y1), last, diffrax.RESULTS.successful
+        return y1, err, dict(y0=y0, y1=y1), (ks[-1], sks[-1]), diffrax.RESULTS.successful
+
+
+def error_norm(tree):
+    """The max norm of the leaves the error control reads (`aux`, `res`, `mag`): the per-mode
+    leaves' errors are zero by construction, so skipping them saves passes over the modes."""
+    return optx.max_norm({k: tree[k] for k in ("aux", "res", "mag")})
+
+
+def _combine(coeffs, xs):
+    r"""$\sum_i c_i x_i$ for Python-float coefficients, skipping zeros (unrolled: elementwise over
+    the modes, so XLA fuses it into the passes that read it, and its rounding does not depend
+    on batching)."""
+    out = None
+    for a, x in zip(coeffs, xs):
+        if a == 0.0:
+            continue
+        term = a * x
+        out = term if out is None else out + term
+    return jnp.zeros_like(xs[0]) if out is None else out
+
+
+def _along(d, delta):
+    r"""$\sum_v d_v\,\delta_v$ over the leading (direction) axis, unrolled."""
+    out = d[0] * delta[0]
+    for v in range(1, delta.shape[0]):
+        out = out + d[v] * delta[v]
+    return out
+
+
+def _small_solve(M, r):
+    """Solve the small dense system $Mx = r$ (closed forms for one or two unknowns)."""
+    n = r.shape[0]
+    if n == 0:
+        return r
+    if n == 1:
+        return r / M[0, 0]
+    if n == 2:
+        det = M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]
+        return jnp.stack([M[1, 1] * r[0] - M[0, 1] * r[1],
+                          M[0, 0] * r[1] - M[1, 0] * r[0]]) / det
+    return jnp.linalg.solve(M, r)
 
 
 def _first_derivative(dyn: AbstractModeDynamics, t, y):
-    """`(f(t, y), linear summary of it, summary of y)`: the solver state carried between steps."""
-    k = dyn.field(t, y)
-    return k, dyn.summary_linear(k["F"], k["C"]), dyn.summary(y["F"], y["C"])
+    """`(f(t, y), linear summary of it)`: the solver state carried between steps."""
+    sys = dyn.system(t, y["u"], y["aux"])
+    kF, kC = _apply(sys, y["F"], y["C"])
+    return dict(F=kF, C=kC, aux=sys.aux_rate), dyn.summary_linear(kF, kC)
