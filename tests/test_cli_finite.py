@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+import hsgd
 from hsgd._cli import main
 from hsgd._config import ConfigError, build, build_sweep, build_tune
 
@@ -234,3 +235,64 @@ baselines = ["constant"]
     assert min(summary["objective_history"]) <= summary["objective_history"][0]
     gammas = [float(r["gamma"]) for r in csv.DictReader((out / "schedule.csv").open())]
     assert min(gammas) > 0 and all(np.isfinite(gammas))
+
+
+def test_optimizer_table_is_the_module(tmp_path):
+    # [optimizer] name = "heavy_ball" (the module's registered name) is the old
+    # "sgd_momentum": the same module, the same fields, the same default methods.
+    base = {"problem": {"kind": "finite", "n": 100, "d": 50}}
+    opt = {"batch": 10, "momentum": 0.5, "schedule": {"kind": "constant", "value": 0.3}}
+    new = build({**base, "optimizer": {"name": "heavy_ball", **opt}})
+    old = build({**base, "optimizer": {"name": "sgd_momentum", **opt}})
+    assert type(new.optimizer) is type(old.optimizer) is hsgd.HeavyBall
+    assert (new.optimizer.momentum, new.optimizer.batch) == (0.5, 10)
+    assert new.methods == old.methods == ("recursion", "sgd")
+    # keys are the module's fields: batch_fraction too (then without the default batch)
+    frac = build({**base, "optimizer": {"name": "heavy_ball", "batch_fraction": 0.2,
+                                        "momentum": 0.5}, "run": {"methods": ["recursion"]}})
+    assert frac.optimizer.batch is None and frac.optimizer.batch_fraction == 0.2
+    with pytest.raises(ConfigError, match=r"unknown config key 'optimizer\.beta'.*\['batch', "
+                                          r"'batch_fraction', 'momentum', 'name', 'schedule'"):
+        build({**base, "optimizer": {"name": "heavy_ball", "beta": 0.9}})
+    with pytest.raises(ConfigError, match=r"optimizer\.name must be one of \['heavy_ball', "
+                                          r"'sgd', 'sgd_momentum'\].*got 'adam'"):
+        build({**base, "optimizer": {"name": "adam"}})
+    with pytest.raises(ConfigError, match=r"optimizer\.momentum must be a number, a string or "
+                                          r"a boolean, got \[0\.5\]"):
+        build({**base, "optimizer": {"name": "heavy_ball", "momentum": [0.5]}})
+
+
+def test_sweep_over_heavy_ball_fields_cli(tmp_path):
+    # [sweep] axes are the [optimizer] module's fields; times in the pair's clock (iterations).
+    # Reference: the recursion for one point, the same arithmetic as the vmapped sweep
+    # (1e-12 relative); results.csv stores repr() floats.
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text("""
+[problem]
+kind = "finite"
+n = 100
+d = 50
+[optimizer]
+name = "heavy_ball"
+batch = 10
+[sweep]
+gamma = [0.1, 0.3]
+momentum = [0.0, 0.5]
+horizon = 50
+num_times = 3
+""")
+    out = tmp_path / "out"
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 and {"gamma", "momentum", "final_loss"} <= set(rows[0])
+    job = build_sweep({"problem": {"kind": "finite", "n": 100, "d": 50}})
+    row = rows[3]
+    sol = hsgd.ode(job.problem, hsgd.HeavyBall(float(row["gamma"]), float(row["momentum"]),
+                                               batch=10), [0, 25, 50])
+    np.testing.assert_allclose(float(row["final_loss"]), sol.loss[-1], rtol=1e-12)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["best"]) == {"gamma", "momentum", "final_risk"}
+    with pytest.raises(ConfigError, match=r"unknown config key 'sweep\.momentun'"):
+        build_sweep({"problem": {"kind": "finite", "n": 100, "d": 50},
+                     "optimizer": {"name": "heavy_ball", "batch": 10},
+                     "sweep": {"momentun": [0.5]}})

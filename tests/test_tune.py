@@ -11,11 +11,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import hsgd
 from hsgd._cli import main
-from hsgd._tune import best_constant, predictor_for
+from hsgd._tune import Predictor, best_constant, predictor_for
 from hsgd._tune.predictor import StreamingPredictor
 from hsgd._tune.tune import Hyperparameters, _value_and_grad
 
@@ -337,3 +338,36 @@ def test_predictor_dispatch_and_errors(finite_problem):
         hsgd.MomentumPredictor(finite_problem, np.linspace(0.0, 10.5, 4))
     with pytest.raises(ValueError, match="got 1.5"):
         hsgd.MomentumPredictor(finite_problem, ts, momentum=1.5)
+
+
+def test_optimizer_spelling_is_the_alias(finite_problem, momentum_pred, problem):
+    # tune(problem, ..., optimizer=HeavyBall(...)) builds the same Predictor that the alias
+    # MomentumPredictor builds from its keywords: the same computation, bit for bit.
+    ts = np.linspace(0, MOMENTUM_K, 5)
+    new = predictor_for(finite_problem, ts, optimizer=hsgd.HeavyBall(1.0, 0.5, batch=8))
+    assert isinstance(new, Predictor) and new.bounds() == momentum_pred.bounds()
+    sched = hsgd.TunableKnots([0.0, 20.0, 80.0, MOMENTUM_K], [0.6, 0.5, 0.4, 0.2])
+    hyper = {"momentum": 0.4, "batch_fraction": 0.03}
+    np.testing.assert_array_equal(new(sched, hyper), momentum_pred(sched, hyper))
+    # the tuned batch fraction is rounded to rows for the SGD check
+    opt = new.configure(sched, hyper).for_simulation(finite_problem)
+    assert opt.batch == 12 and opt.batch_fraction is None
+    with pytest.raises(ValueError, match=r"\['rtol'\] do not apply to the prediction of "
+                                         r"\(FiniteProblem, HeavyBall\)"):
+        predictor_for(finite_problem, ts, optimizer=hsgd.HeavyBall(1.0, batch=8), rtol=1e-6)
+    with pytest.raises(ValueError, match="'mommentum', which is not a field of HeavyBall"):
+        predictor_for(finite_problem, ts, optimizer=hsgd.HeavyBall(1.0, batch=8),
+                      bounds={"mommentum": (0.0, 0.5)})
+    with pytest.raises(hsgd.UnsupportedError, match=r"\(Problem, HeavyBall\)"):
+        hsgd.tune(problem, "knots", T, optimizer=hsgd.HeavyBall(1.0, batch=8), init_gamma=0.3)
+    with pytest.raises(TypeError, match="set them on the optimizer"):
+        hsgd.tune(problem, "knots", T, optimizer=hsgd.SGD(1.0), batch=4, init_gamma=0.3)
+
+
+def test_optax_transformation_as_optimizer_still_means_optax(momentum_pred):
+    # The spelling before optimizers were values: optimizer=<optax transformation>. One plain
+    # SGD step of learning rate 0 leaves the schedule where it started (the same objective).
+    res = hsgd.tune(momentum_pred, "constant", MOMENTUM_K, init_gamma=0.3, num_steps=1,
+                    optimizer=optax.sgd(0.0))
+    np.testing.assert_array_equal(res.loss_history[1], res.loss_history[0])
+    assert isinstance(res.optimizer, hsgd.HeavyBall)

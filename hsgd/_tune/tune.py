@@ -197,7 +197,10 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
         return (value, grads, risk) if finite else (None, None, None)
 
     start = time.perf_counter()
-    params = (trainable, hyper0.raw)
+    # Strongly typed from the start: optax's updates return strong arrays, and a weakly typed
+    # first call would compile the value-and-gradient a second time for the same shapes.
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)),
+                                    (trainable, hyper0.raw))
     value, grads, initial_risk = evaluate(params)
     if value is None:
         raise ValueError("the initial schedule's prediction is not finite (it diverges): "
