@@ -1,4 +1,4 @@
-r"""How a [`Predictor`][hsgd._tune.predictor.Predictor] computes its prediction for one
+r"""How a `hsgd._tune.Predictor` computes its prediction for one
 (problem type, optimizer type) pair.
 
 The generic recipe works for every pair with a registered, differentiable `ode` cell: the
