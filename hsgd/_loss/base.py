@@ -108,7 +108,7 @@ class AbstractLoss(eqx.Module):
     @property
     def integration_dim(self) -> int:
         """$p + q$: the dimension of a rule that integrates the noise jointly with $r$ ($q$ from
-        [`noise_normals`][]; $q = 0$ when the noise model integrates itself)."""
+        `noise_normals`; $q = 0$ when the noise model integrates itself)."""
         return self.p + noise_normals(self.noise)[0]
 
     def rule(self) -> GaussianRule:
@@ -209,7 +209,7 @@ class AbstractLoss(eqx.Module):
         the loss's own) at $B$, one non-negative scalar per moment (`A`: 0 when $m \ne m^*$):
         for a replicated rule $4\times$ the standard error of its copies' mean; otherwise
         `companion_factor` (default 2) times the difference to the rule's companion (twice the
-        difference to [`reference_rule`][] if it has none); relative to the scales of the module docstring; plus the rule's `bias_bound`.
+        difference to `reference_rule` if it has none); relative to the scales of the module docstring; plus the rule's `bias_bound`.
         Traceable (`jit`/`vmap` over $B$)."""
         rule = self.rule() if rule is None else rule
         mom, scales, copies = self._generic(B, rule)
@@ -260,7 +260,7 @@ class AbstractLoss(eqx.Module):
           loss itself and `float(moment_error(B0))`.
         - A generic-engine loss with `quadrature=None`: a copy with a rule that meets `rtol`
           (relative, on every moment: [`AbstractLoss.moment_errors`][]) at $B_0$:
-          1. the deterministic chains of [`deterministic_ladders`][] (Gauss–Hermite from the
+          1. the deterministic chains of `deterministic_ladders` (Gauss–Hermite from the
              default rule's companion up; trapezoid grids for $p \le 4$; sparse grids for
              $p \ge 4$; quasi-Monte-Carlo for $p \ge 5$), each rule $k$ compared with the
              next finer rule $k + 1$ (its companion if taken): with $d$ their relative
@@ -268,25 +268,27 @@ class AbstractLoss(eqx.Module):
              when $c\,d \le$ `rtol` with $c = 1.25/(1 - \rho)$ (at least 1.5, at most 2) if
              $\rho \le 1/2$ (geometric convergence: rule $k$'s error is at most
              $d/(1 - \rho)$; 25% margin) or $c = 2$ if
-             rules $k - 1, k, k + 1$ all agree; and a rotated copy of rule $k$ agrees within
-             2 `rtol` (a kink or jump that happens to sit well on the grid does not survive the
-             rotation). A chain is left once its differences fail to halve twice in a row or
-             the rotated copy is 10x off (a kink or jump). The default rule is kept whenever it
+             rules $k - 1, k, k + 1$ all agree; and the same holds for the difference to rule
+             $k + 1$ turned by a fixed rotation, which becomes the companion (as good on smooth
+             integrands, differently placed on a kink or jump that happens to sit well on the
+             grid, so that the estimate sees such an alignment, at $B_0$ and along a solution).
+             A chain is left once its differences fail to halve twice in a row or the rotated
+             rule is 10x off (a kink or jump). The default rule is kept whenever it
              is accepted (today's cost); otherwise the accepted rule with the fewest points;
-          2. if no chain gives one, the replicated rules of [`randomized_ladder`][] (scrambled
+          2. if no chain gives one, the replicated rules of `randomized_ladder` (scrambled
              Sobol' sets, and for $p \le 3$ randomised grids; a family 3x worse than the other
              is dropped), whose estimate is a standard error, honest for kinks and jumps, up
              to `max_points` points.
           Both integrate the noise jointly with $r$ when its law is a function of normals
-          ([`noise_normals`][]). If nothing meets `rtol`: the rule with the smallest estimate
-          and an [`ExpectationAccuracyWarning`][] giving that estimate.
+          (`noise_normals`). If nothing meets `rtol`: the rule with the smallest estimate
+          and an `ExpectationAccuracyWarning` giving that estimate.
         - A user-given rule is kept; its estimate is the larger of its own
           (`moment_error(B0)`) and its distance to the automatic rule plus that rule's estimate,
           with a warning if above `rtol`.
 
         The returned loss's `moment_error(B)` estimates its error at any later $B$ with the same
         mechanism (companion difference times its factor, or the copies' spread); at $B_0$ it
-        is at most the returned estimate (which also includes the rotation check)."""
+        equals the returned estimate."""
         B0 = jnp.asarray(B0)
         if B0.shape != (self.p, self.p):
             raise ValueError(f"refined needs B0 of shape ({self.p}, {self.p}), got {B0.shape}")
@@ -430,17 +432,19 @@ def _choose_rule(loss, B0, rtol, max_points):
             three_agree = k >= 2 and DIFFERENCE_FACTOR * diffs[k - 1] + chain[k - 2].bias_bound <= rtol
             if k >= 2 and est <= rtol and (rho <= 0.5 or three_agree):
                 # rules k - 2, k - 1, k agree, or converge geometrically: rule k - 1's error is
-                # about its difference to the much better rule k, its companion. Check that a
-                # rotated copy of rule k - 1 agrees too (a kink or jump that happens to sit well
-                # on the grid does not survive the rotation).
-                turned = raw(_evaluate(loss, B0, chain[k - 1].rotated())[:2], ev(k - 1))
-                if turned / 2 + bias <= rtol:  # two rules each within rtol differ by <= 2 rtol
-                    accepted = (chain[k - 1].with_companion(chain[k], factor),
-                                max(est, turned / 2 + bias))
+                # about its difference to the much better rule k. Its companion is rule k turned
+                # by a fixed rotation: as good on smooth integrands, differently placed on a kink
+                # or jump that happens to sit well on the grid, so that the estimate, here and
+                # along a solution, also sees such an alignment.
+                turned = chain[k].rotated()
+                d_turned = raw(_evaluate(loss, B0, turned)[:2], ev(k - 1))
+                est_turned = factor * d_turned + bias
+                if est_turned <= rtol:
+                    accepted = (chain[k - 1].with_companion(turned, factor), est_turned)
                     if first and k == 2:  # today's default rule meets rtol: keep it
                         return accepted
                     break  # accepted: next family (for a cheaper rule)
-                if turned > 10 * rtol:
+                if d_turned > 10 * max(d, rtol):
                     break  # far from smooth at this resolution: next family
             if k >= 3 and est > rtol and d > 0.5 * diffs[k - 1] and diffs[k - 1] > 0.5 * diffs[k - 2]:
                 break  # not converging geometrically (a kink or a jump): next family
