@@ -6,7 +6,8 @@ one example per loss.
 
 The `[optimizer]` table maps one-to-one onto an optimizer module: `name` is a registered
 optimizer name ([`register_optimizer`][]: `"sgd"`, `"heavy_ball"`, or any a user registers;
-`"sgd_momentum"` is the old name of `"heavy_ball"`), the other keys are the module's fields
+`"sgd_momentum"` is the old name of `"heavy_ball"`) or `"package.module:Class"` (imported, so
+its cells register), the other keys are the module's fields
 (`schedule` as the `[optimizer.schedule]` table), plus `stepsize_unit` where the pair has a
 stability limit. Which methods `run.methods` may name comes from the registry: those with a
 cell for the (problem, optimizer) pair. [`Conventions`][hsgd._config.Conventions] holds what
@@ -121,6 +122,10 @@ _KIND_NAMES = {t.__name__: k for t, k in PROBLEM_KINDS.items()}
 # ------------------------------------------------------------------- pair conventions
 
 
+def _unchanged(optimizer):
+    return optimizer
+
+
 @dataclass(frozen=True)
 class Conventions:
     r"""What `hsgd run` / `sweep` / `tune` present differently for one (problem, optimizer)
@@ -144,7 +149,7 @@ class Conventions:
     iterations: Callable | None = None
     epochs: Callable | None = None
     epochs_per_iteration: Callable | None = None
-    deterministic: Callable = staticmethod(lambda optimizer: optimizer)
+    deterministic: Callable = _unchanged
     limit: Callable | None = None
     limit_name: str = "stepsize_limit"
     limit_label: str = "stability limit"
@@ -229,12 +234,25 @@ def optimizer_fields(optimizer_type) -> list[str]:
 
 
 def _optimizer_type(name):
+    """The module a config `optimizer.name` means: a registered name, an old name, or
+    `"package.module:Class"` (imported, so that the module registers its cells — how a
+    user's optimizer reaches `hsgd run` from the shell, like a user's loss)."""
+    if isinstance(name, str) and ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"optimizer.name {name!r} could not be imported: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, AbstractOptimizer)):
+            raise ConfigError(f"optimizer.name {name!r} is not an hsgd.AbstractOptimizer "
+                              f"subclass, got {cls!r}")
+        return cls
     types = optimizer_types()
     names = sorted(types) + sorted(OPTIMIZER_ALIASES)
     key = OPTIMIZER_ALIASES.get(name, name) if isinstance(name, str) else None
     if key not in types:
         raise ConfigError(f"optimizer.name must be one of {names} (registered optimizers; "
-                          f"hsgd.register_optimizer adds one), got {name!r}")
+                          f"hsgd.register_optimizer adds one) or 'module:Class', got {name!r}")
     return types[key]
 
 

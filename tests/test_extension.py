@@ -210,6 +210,12 @@ def test_config_file_runs_through_the_cli(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["optimizer"]["name"] == "scaled_sgd"
     assert summary["max_rel_error"] is not None
+    # From the shell a user's optimizer is named by its import path, like a user's loss:
+    # importing the module registers its cells (here: this module, already imported).
+    by_path = build(tomllib.loads(CONFIG.replace('"scaled_sgd"', f'"{__name__}:ScaledSGD"')))
+    assert type(by_path.optimizer) is ScaledSGD and by_path.methods == ("ode", "sgd")
+    with pytest.raises(ConfigError, match="is not an hsgd.AbstractOptimizer subclass"):
+        build(tomllib.loads(CONFIG.replace('"scaled_sgd"', f'"{__name__}:Scaled"')))
 
 
 def test_unknown_config_key_names_it_and_lists_the_fields(tmp_path, capsys):
