@@ -46,7 +46,7 @@ from ._schedule import (
     WarmupDecay,
 )
 from ._spectrum import Spectrum
-from ._sweep import grid, ode_outcomes
+from ._sweep import grid, ode_outcomes, sweep_parameters
 from ._tune import BASELINES, FAMILIES, OBJECTIVES
 from ._tune.recipes import recipe_for
 from .theory import (
@@ -601,10 +601,7 @@ def build_sweep(raw: dict, base: Path | None = None) -> SweepJob:
     merged = merge({"problem": raw.get("problem", {}), "optimizer": raw.get("optimizer", {})})
     problem = _problem_section(merged["problem"], base)
     name, template = _optimizer_section(merged["optimizer"], problem)
-    fields = [f for f in optimizer_fields(type(template)) if f != "schedule"]
-    schedule_fields = [f.name for f in dataclasses.fields(template.schedule)
-                       if f.name not in fields] if dataclasses.is_dataclass(
-                           template.schedule) else []
+    fields, schedule_fields = sweep_parameters(template)
     given = dict(raw.get("sweep", {}))
     for key in given:
         if key not in _SWEEP_SETTINGS | {"gamma", *fields, *schedule_fields}:

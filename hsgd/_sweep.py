@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,10 +83,7 @@ def ode_outcomes(problem, ts, *, optimizer=None, target_risk: float | None = Non
     ts = jnp.asarray(ts)
     template = as_optimizer(SGD(1.0) if optimizer is None else optimizer)
     lookup("ode", problem, template)  # an unsupported pair: the error now, naming it
-    fields = [f.name for f in dataclasses.fields(template) if f.name != "schedule"]
-    schedule_fields = [f.name for f in dataclasses.fields(template.schedule)
-                       if f.name not in fields] if dataclasses.is_dataclass(
-                           template.schedule) else []
+    fields, schedule_fields = sweep_parameters(template)
     population = getattr(problem, "has_population", True)
 
     def build(params):
@@ -134,6 +132,22 @@ def ode_outcomes(problem, ts, *, optimizer=None, target_risk: float | None = Non
     fn.check_points = check_points
     fn.optimizer = template
     return fn
+
+
+def sweep_parameters(optimizer) -> tuple[list[str], list[str]]:
+    """(the optimizer's fields but its schedule, the numeric parameters of its schedule): what
+    a sweep point may set besides `gamma`."""
+    fields = [f.name for f in dataclasses.fields(optimizer) if f.name != "schedule"]
+    schedule = optimizer.schedule
+    on_schedule = [f.name for f in dataclasses.fields(schedule) if f.name not in fields
+                   and (eqx.is_array(getattr(schedule, f.name))
+                        or _is_number(getattr(schedule, f.name)))] \
+        if dataclasses.is_dataclass(schedule) else []
+    return fields, on_schedule
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def _check_names(params, fields, schedule_fields, template):
