@@ -254,8 +254,8 @@ def test_optimizer_table_is_the_module(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'optimizer\.beta'.*\['batch', "
                                           r"'batch_fraction', 'momentum', 'name', 'schedule'"):
         build({**base, "optimizer": {"name": "heavy_ball", "beta": 0.9}})
-    with pytest.raises(ConfigError, match=r"optimizer\.name must be one of \['heavy_ball', "
-                                          r"'sgd', 'sgd_momentum'\].*got 'adam'"):
+    with pytest.raises(ConfigError, match=r"optimizer\.name must be one of \[.*'heavy_ball'"
+                                          r".*'sgd'.*\].*got 'adam'"):
         build({**base, "optimizer": {"name": "adam"}})
     with pytest.raises(ConfigError, match=r"optimizer\.momentum must be a number, a string or "
                                           r"a boolean, got \[0\.5\]"):
