@@ -735,6 +735,13 @@ def build_tune(raw: dict, base: Path | None = None) -> TuneJob:
     sgd_runs = _int(tune_cfg, "sgd_runs", "tune", minimum=0)
     if sgd_runs == 1:
         raise ConfigError("tune.sgd_runs must be 0 (no SGD check) or >= 2, got 1")
+    pair = f"({type(problem).__name__}, {type(optimizer).__name__})"
+    if not _has_cell("ode", problem, optimizer):
+        raise ConfigError(f"optimizer.name = {name!r}: hsgd tune needs an ode cell for {pair}, "
+                          f"and there is none")
+    if sgd_runs and not _has_cell("simulate", problem, optimizer):
+        raise ConfigError(f"tune.sgd_runs = {sgd_runs} needs a simulate cell for {pair}; set "
+                          f"tune.sgd_runs = 0 (no SGD check)")
     hyper = _hyperparameters(tune_cfg.get("hyperparameters", {}), problem, optimizer, name)
     return TuneJob(
         config=cfg, problem=problem, optimizer=optimizer, family=family,
