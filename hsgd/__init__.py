@@ -42,13 +42,16 @@ from ._noise import (
     AbstractNoise as AbstractNoise,
     BernoulliTeacher as BernoulliTeacher,
     CategoricalTeacher as CategoricalTeacher,
+    DensityNoise as DensityNoise,
     GaussianNoise as GaussianNoise,
     NoNoise as NoNoise,
+    StudentTNoise as StudentTNoise,
 )
 from ._optimizer import (
     SGD as SGD,
     AbstractOptimizer as AbstractOptimizer,
     HeavyBall as HeavyBall,
+    SignSGD as SignSGD,
 )
 from ._plot import rate_map_figure as rate_map_figure, saturation_figure as saturation_figure
 from ._problem import (

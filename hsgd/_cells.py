@@ -1,19 +1,25 @@
 """The built-in cells of the problems × optimizers table: importing this module registers each
 (method, problem type, optimizer type) with `hsgd._registry`.
 
-                    | SGD                               | HeavyBall
-    Problem         | ode, simulate, sde                | —
-    FiniteProblem   | ode, volterra, simulate, sde      | ode (exact recursion), simulate
+                  | SGD                          | HeavyBall                   | SignSGD
+    Problem       | ode, simulate, sde           | —                           | ode, simulate, sde
+    FiniteProblem | ode, volterra, simulate, sde | ode (recursion), simulate   | —
 """
 
-from ._dynamics import finite_heavy_ball, finite_sgd, streaming_sgd
-from ._sde import finite_sgd as sde_finite_sgd, streaming_sgd as sde_streaming_sgd
+from ._dynamics import finite_heavy_ball, finite_sgd, streaming_sgd, streaming_signsgd
+from ._sde import (
+                finite_sgd as sde_finite_sgd,
+                streaming_sgd as sde_streaming_sgd,
+                streaming_signsgd as sde_streaming_signsgd,
+)
 from ._simulate import (
                 finite_heavy_ball as simulate_finite_heavy_ball,
                 finite_sgd as simulate_finite_sgd,
                 streaming_sgd as simulate_streaming_sgd,
+                streaming_signsgd as simulate_streaming_signsgd,
 )
 
-CELL_MODULES = (streaming_sgd, finite_sgd, finite_heavy_ball, simulate_streaming_sgd,
-                simulate_finite_sgd, simulate_finite_heavy_ball, sde_streaming_sgd,
-                sde_finite_sgd)
+CELL_MODULES = (streaming_sgd, finite_sgd, finite_heavy_ball, streaming_signsgd,
+                simulate_streaming_sgd, simulate_finite_sgd, simulate_finite_heavy_ball,
+                sde_streaming_sgd, sde_finite_sgd, simulate_streaming_signsgd,
+                sde_streaming_signsgd)

@@ -25,12 +25,14 @@ _PROBLEMS = {
 }
 _OPTIMIZERS = {
     ("Problem", "SGD"): lambda p: hsgd.SGD(0.5, batch=2),
+    ("Problem", "SignSGD"): lambda p: hsgd.SignSGD(0.5, batch=2),
     ("FiniteProblem", "SGD"): lambda p: hsgd.SGD(0.5 * float(hsgd.theory.gamma_max(p))),
     ("FiniteProblem", "HeavyBall"): lambda p: hsgd.HeavyBall(0.02, momentum=0.5, batch=6),
 }
 # The times of each cell's clock: streaming t = k/d, finite SGD epochs, heavy ball iterations.
 _TIMES = {
     ("Problem", "SGD"): np.linspace(0.0, 1.0, 3),
+    ("Problem", "SignSGD"): np.linspace(0.0, 1.0, 3),
     ("FiniteProblem", "SGD"): np.linspace(0.0, 1.0, 3),
     ("FiniteProblem", "HeavyBall"): np.array([0, 10, 20]),
 }

@@ -5,6 +5,8 @@ from .base import AbstractOptimizer as AbstractOptimizer
 from .convert import as_optimizer as as_optimizer
 from .heavy_ball import HeavyBall as HeavyBall
 from .sgd import SGD as SGD
+from .sign_sgd import SignSGD as SignSGD
 
 _register("sgd", SGD)
 _register("heavy_ball", HeavyBall)
+_register("signsgd", SignSGD)

@@ -30,7 +30,10 @@ from .._risk import DEFAULT_RISK_SAMPLES, observe, risks_of
 from .common import drive
 
 
-def _sgd_step(problem: Problem, schedule, batch: int, X, key, k):
+def batch_gradient(problem: Problem, batch: int, X, key):
+    r"""One mini-batch: $\beta$ fresh samples $a_b\sim N(0,\operatorname{diag}\lambda)$ (rows of
+    `a`) and the per-sample gradients $g_b = \nabla_x f(a_b^\top X; a_b^\top X^*,
+    \varepsilon_b)$ (rows of `g`), the noise drawn by the loss's noise law."""
     loss = problem.loss
     lam = problem.spectrum.eigenvalues
     d = lam.shape[0]
@@ -39,18 +42,25 @@ def _sgd_step(problem: Problem, schedule, batch: int, X, key, k):
     r_x = a @ X
     r_s = a @ problem.X_star
     eps = jax.vmap(loss.noise.sample)(jax.random.split(k_noise, batch), r_s)
-    g = jax.vmap(loss.gradient)(r_x, r_s, eps)
+    return a, jax.vmap(loss.gradient)(r_x, r_s, eps)
+
+
+def _sgd_step(problem: Problem, schedule, batch: int, X, key, k):
+    a, g = batch_gradient(problem, batch, X, key)
+    d = a.shape[1]
     gamma = schedule(k.astype(X.dtype) / d).astype(X.dtype)
     return X - (gamma / (d * batch)) * (a.T @ g)
 
 
 @eqx.filter_jit
-def _advance(problem, schedule, batch, X, keys, k0, k1):
+def _advance(step, problem, schedule, batch, X, keys, k0, k1):
+    """Iterations `k0 .. k1 - 1` of `step(problem, schedule, batch, X, key, k)` (the update
+    rule, static) on every run."""
     def one_run(X, key):
         def body(k, carry):
             X, key = carry
             key, sub = jax.random.split(key)
-            return _sgd_step(problem, schedule, batch, X, sub, k), key
+            return step(problem, schedule, batch, X, sub, k), key
 
         return jax.lax.fori_loop(k0, k1, body, (X, key))
 
@@ -95,6 +105,17 @@ def simulate(problem: Problem, optimizer: SGD, ts, key: PRNGKey, *, num_runs: in
     Costs $O(\beta d m)$ per step and $t d$ steps per unit time: this is the expensive ground
     truth the ODE replaces.
     """
+    return run_streaming(_sgd_step, problem, optimizer, ts, key, num_runs=num_runs,
+                         blowup=blowup, progress=progress, risk_samples=risk_samples,
+                         label="sgd")
+
+
+def run_streaming(step, problem: Problem, optimizer, ts, key: PRNGKey, *, num_runs: int,
+                  blowup: float, progress, risk_samples: int, label: str) -> Runs:
+    r"""The streaming simulators' common part: checks, `num_runs` vmapped runs of the update
+    rule `step(problem, schedule, batch, X, key, k)` from `problem.X0` (fresh samples from the
+    run's key stream), recorded at iterations $\operatorname{round}(td)$ of `ts` (B, distance
+    and the risk by `risks_of`), collected by `Runs.from_paths`."""
     if problem.X_star is None:
         raise ValueError("simulate needs a problem with an instance (X_star, X0): build it with "
                          "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
@@ -114,13 +135,13 @@ def simulate(problem: Problem, optimizer: SGD, ts, key: PRNGKey, *, num_runs: in
     record_index = itertools.count()
 
     def advance(state, k0, k1):
-        return _advance(problem, schedule, batch, *state, k0, k1)
+        return _advance(step, problem, schedule, batch, *state, k0, k1)
 
     def record(state):
         i = next(record_index)
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(risk_keys)
         return _record(problem, state[0], step_keys, int(risk_samples))
 
-    risk, B, dist, se = drive(advance, record, (X, keys), steps, ts_np, progress, "sgd")
+    risk, B, dist, se = drive(advance, record, (X, keys), steps, ts_np, progress, label)
     return Runs.from_paths(jnp.asarray(ts_np), risk, B, dist,
                            bound=blowup * (1 + jnp.max(jnp.abs(problem.B0()))), risk_se=se)

@@ -9,6 +9,13 @@ and rates of the dynamics, as branch-free JAX functions of a problem and the hyp
   [`phase_transition_stepsize`][hsgd.theory.phase_transition_stepsize].
 - Streaming SGD, strongly convex losses (SPEC §1): [`convex_rate`][hsgd.theory.convex_rate],
   [`convex_stepsize`][hsgd.theory.convex_stepsize], [`convex_bound`][hsgd.theory.convex_bound].
+- signSGD, streaming least squares (SPEC §11):
+  [`signsgd_preconditioned_spectrum`][hsgd.theory.signsgd_preconditioned_spectrum],
+  [`signsgd_kappa`][hsgd.theory.signsgd_kappa],
+  [`signsgd_effective_lr`][hsgd.theory.signsgd_effective_lr],
+  [`signsgd_fixed_point`][hsgd.theory.signsgd_fixed_point],
+  [`signsgd_limit_risk`][hsgd.theory.signsgd_limit_risk],
+  [`signsgd_vs_sgd`][hsgd.theory.signsgd_vs_sgd].
 - Heavy ball on finite data (SPEC §3): `conditioning`, `heavy_ball_roots`, `gdm_rate`,
   `momentum_*`, `near_optimal_parameters`, `optimize_momentum`; batch saturation and rate maps
   (`batch_saturation`, `rate_map`, `rate_maps`).
@@ -50,4 +57,13 @@ from .saturation import (
     batch_saturation as batch_saturation,
     rate_map as rate_map,
     rate_maps as rate_maps,
+)
+from .signsgd import (
+    SignSGDComparison as SignSGDComparison,
+    signsgd_effective_lr as signsgd_effective_lr,
+    signsgd_fixed_point as signsgd_fixed_point,
+    signsgd_kappa as signsgd_kappa,
+    signsgd_limit_risk as signsgd_limit_risk,
+    signsgd_preconditioned_spectrum as signsgd_preconditioned_spectrum,
+    signsgd_vs_sgd as signsgd_vs_sgd,
 )

@@ -1,0 +1,108 @@
+r"""Homogenized signSGD: the SDE with the drift and the per-coordinate noise of one-pass signSGD
+(SPEC §11), for least squares.
+
+In the eigenbasis of $K = \operatorname{diag}(\lambda)$, with $e = x - x^*$ and
+$\tau^2 = \|e\|_K^2$,
+
+$$dx_{j,t} = -\gamma_t\,\mathbb{E}[\operatorname{sign}G_j \mid x_t]\,dt
++ \gamma_t\sqrt{P(G_j\ne0)/d}\;d\mathcal B_{j,t},\qquad
+\mathbb{E}[\operatorname{sign}G_j \mid x] = \sqrt{2/\pi}\,\sqrt{\lambda_j}\,\kappa(\tau^2)\,e_j,$$
+
+the linearised sign probability of SPEC §11 (to $O(d^{-3/2})$), $P(G_j \ne 0) = 1$ for Gaussian
+data, and $\mathcal B$ a $d$-dimensional Brownian motion: each signSGD step moves coordinate $j$
+by $\mp\gamma/d$, i.e. mean $-\gamma\,\mathbb{E}\operatorname{sign}G_j/d$ and variance
+$(\gamma/d)^2$ per step of length $1/d$. The noise is the same for every coordinate, every
+batch size and every label-noise law. Its second moments follow [`ode`][]'s
+$v_j' = -2\gamma\sqrt{2\lambda_j/\pi}\,\kappa v_j + \gamma^2$.
+"""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+
+from .._custom_types import PRNGKey
+from .._dynamics.streaming_signsgd import check_noise, sign_kappa
+from .._optimizer.sign_sgd import SignSGD
+from .._problem import Problem
+from .._registry import register
+from .._results import Runs
+from .._risk import DEFAULT_RISK_SAMPLES, observe, risks_of
+from .common import prepare, sample_paths
+
+
+@register("sde", Problem, SignSGD)
+def sde(problem: Problem, optimizer: SignSGD, ts, key: PRNGKey, *, num_paths: int = 8, dt=None,
+        solver: diffrax.AbstractSolver | None = None, coupled: bool = False,
+        blowup: float = 1e6, risk_samples: int = DEFAULT_RISK_SAMPLES) -> Runs:
+    r"""Sample `num_paths` paths of homogenized signSGD (module docstring) and record them at
+    `ts`: the cell [`Problem`][] × [`SignSGD`][] of [`hsgd.sde`][].
+
+    $$dx_t = -\gamma_t\sqrt{2/\pi}\,\kappa(\tau_t^2)\,K^{1/2}(x_t - x^*)\,dt
+    + \frac{\gamma_t}{\sqrt d}\,d\mathcal B_t,$$
+
+    posed in the eigenbasis of $K$ (the covariance diagonal in the coordinates), started at
+    `problem.X0`; $\kappa$ as in [`ode`][] (the same noise laws and batch sizes: least squares,
+    Gaussian noise at any $\beta$, a noise with a density at $\beta = 1$). Its paths have the
+    mean and the $O(d^{-1/2})$ spread of signSGD ([`simulate`][]).
+
+    **Arguments:** as for SGD's [`sde`][]: a `problem` with an instance, `optimizer` a
+    [`SignSGD`][], record times `ts`, a PRNG `key`, `num_paths`, `dt` (default: the same rule,
+    $\min(0.05, 0.01/(\gamma_{\max}\lambda_{\max}))$ — the fastest signSGD mode decays at
+    $\gamma\sqrt{2\lambda_{\max}/\pi}\,\kappa$, slower than that unless $\kappa$ is large, i.e.
+    the risk tiny: pass a smaller `dt` there), `solver` (default Euler–Maruyama), `coupled`,
+    `blowup`, `risk_samples`.
+
+    **Returns:** [`Runs`][] (`risk`, `risk_se`, `B`, `distance`, `diverged`,
+    `divergence_time`), recorded as [`simulate`][] records signSGD.
+    """
+    if problem.X_star is None or problem.X0 is None:
+        raise ValueError("sde needs a problem with an instance (X_star, X0): build it with "
+                         "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
+    check_noise(problem.loss, optimizer.batch)
+    schedule = optimizer.schedule
+    ts_np, grid, num_paths = prepare(problem, schedule, ts, num_paths, dt, coupled, blowup, "t")
+    solver = diffrax.Euler() if solver is None else solver
+    dtype = problem.X0.dtype
+    return _solve(problem, schedule, jnp.asarray(ts_np, dtype), jnp.asarray(grid, dtype),
+                  key, jnp.asarray(optimizer.batch, dtype), num_paths, solver, bool(coupled),
+                  float(blowup), int(risk_samples))
+
+
+@eqx.filter_jit
+def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, blowup,
+           risk_samples):
+    lam = problem.spectrum.eigenvalues.astype(ts.dtype)
+    d = lam.shape[0]
+    X_star = problem.X_star
+    noise = problem.loss.noise
+    rate = jnp.sqrt(2.0 * lam / np.pi)[:, None]
+    shape = jax.ShapeDtypeStruct(problem.X0.shape, problem.X0.dtype)
+
+    def drift(t, X, args):
+        e = X - X_star
+        tau2 = jnp.sum(lam[:, None] * e**2)
+        return -schedule(t).astype(X.dtype) * sign_kappa(noise, tau2, batch) * rate * e
+
+    def diffusion(t, X, args):
+        scale = schedule(t).astype(X.dtype) / jnp.sqrt(jnp.asarray(d, X.dtype))
+        return lx.FunctionLinearOperator(lambda dB: scale * dB, shape)
+
+    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
+
+    def blew_up(t, X, args, **kwargs):
+        W = jnp.concatenate([X, X_star], axis=1)
+        B = (W.T * lam) @ W
+        return ~(jnp.max(jnp.abs(B)) < bound)
+
+    def save(t, X, args):
+        return observe(problem, X)
+
+    (B, dist), unsaved = sample_paths(problem.X0, drift, diffusion, blew_up, save, ts, grid, key,
+                                      num_paths, solver, coupled)
+    keys = jax.random.split(jax.random.fold_in(key, 0x7269736B), B.shape[0] * B.shape[1])
+    risk, se = risks_of(problem.loss, B, keys.reshape((*B.shape[:2], *keys.shape[1:])),
+                        risk_samples)
+    return Runs.from_paths(ts, risk, B, dist, bound, failed=unsaved, risk_se=se)
