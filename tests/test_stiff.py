@@ -17,14 +17,15 @@ import hsgd
 TS = np.concatenate([[0.0], np.logspace(-2, 5, 15)])
 
 
-def _problem(loss, n=24):
+def _problem(loss, n=24, dtype=None):
     j = np.arange(1, n + 1, dtype=float)
     lam = j**-2.0
     lam = lam / lam.mean()
     tau = j**-1.4
     V0 = np.zeros((n, 2, 2))
     V0[:, 1, 1] = tau / np.mean(lam * tau)  # ||X*||_K^2 = 1, X0 = 0
-    return hsgd.Problem(loss, hsgd.Spectrum.from_eigenvalues(lam), jnp.asarray(V0))
+    return hsgd.Problem(loss, hsgd.Spectrum.from_eigenvalues(lam, dtype=dtype),
+                        jnp.asarray(V0, dtype=dtype))
 
 
 def _least_squares_exact(prob, gamma, sigma, ts):
@@ -82,6 +83,30 @@ def test_logistic_and_user_loss_default_within_1e6_of_converged_solve():
         # so 1e-6 is the default solve's budget.
         assert int(ref.num_steps) > 2 * int(sol.num_steps)
         np.testing.assert_allclose(sol.risk, ref.risk, rtol=1e-6)
+
+
+def test_float32_default_within_its_tolerance_of_float64_reference():
+    # A float32 problem (in this x64 session) takes the structured path in float32: default
+    # rtol 1e-5, atol 1e-8 relative to the error aggregates' initial size (float32's eps is
+    # 1.2e-7, so 1e-7 would be below its resolution). References: the float64 exact solution
+    # (least squares) and a float64 rtol 1e-11 solve (logistic). Budget: 10 x rtol = 1e-4
+    # relative — the global error of these solves is measured at <= 6x their local tolerance
+    # in float64 (the benchmark problem: 5.9e-7 at rtol 1e-7), and float32 rounding of the
+    # ~100 steps (~100 eps ~ 1e-5 if it all added up) fits inside; measured 3.5e-6 / 1.2e-6.
+    # Where the noiseless risk has fallen below atol-level the error is absolute: within
+    # 10 x atol x risk(0) (measured 2e-8 risk(0), the 6-decade tail included).
+    for loss, ts in ((hsgd.LeastSquares(0.5), TS), (hsgd.LeastSquares(0.0), TS),
+                     (hsgd.Logistic(), TS[:12])):
+        prob = _problem(loss, dtype=jnp.float32)
+        sol = hsgd.ode(prob, 1.0, jnp.asarray(ts, jnp.float32))
+        assert sol.risk.dtype == jnp.float32 and sol.B.dtype == jnp.float32
+        assert np.all(np.isfinite(np.asarray(sol.error_estimate)))  # the structured solver's
+        if isinstance(loss, hsgd.LeastSquares):
+            ref = _least_squares_exact(_problem(loss), 1.0, float(loss.noise.std), ts)
+        else:
+            ref = np.asarray(hsgd.ode(_problem(loss), 1.0, ts, rtol=1e-11).risk)
+        np.testing.assert_allclose(np.asarray(sol.risk, np.float64), ref, rtol=1e-4,
+                                   atol=10 * 1e-8 * ref[0])
 
 
 def test_stiff_gradient_matches_finite_differences_of_converged_solve():

@@ -103,6 +103,13 @@ class AbstractModeDynamics(eqx.Module):
         $\sum_j w^{(i)}_j|F_j|$, $\sum_j w^{(i)}_j|C_j|$ the error control holds to `rtol`
         (e.g. the weights of $B$ and of the distance): the quantities the outputs are made of."""
 
+    def error_floor(self):
+        r"""Constant floors added to the aggregates' sizes in the error control, as a dict `F`
+        $(n, n, W)$, `C` $(n, m^*, W)$ (default: none). E.g. in error coordinates $C_j$ decays to
+        zero while what it enters, $B_{x*} = \sum_j w_jC_j + B_{**}$, does not: its error is
+        held relative to the target's aggregate, not to its own vanishing size."""
+        return None
+
     def field(self, t, y):
         """The right-hand side $dy/dt$ (explicit), with zero rates for the bookkeeping leaves."""
         sys = self.system(t, y["u"], y["aux"])
@@ -121,12 +128,15 @@ def initial_state(dynamics: AbstractModeDynamics, F, C, aux):
     estimate)."""
     y = dict(F=F, C=C, aux=aux, u=dynamics.summary(F, C), res=jnp.ones((), F.dtype),
              acc=jnp.zeros((), F.dtype))
-    return dict(y, mag=_aggregate(dynamics.error_weights(), F, C))
+    return dict(y, mag=_aggregate(dynamics.error_weights(), F, C, dynamics.error_floor()))
 
 
-def _aggregate(weights, F, C):
-    return dict(F=contract(jnp.abs(F)[..., None, :], weights),
-                C=contract(jnp.abs(C)[..., None, :], weights))
+def _aggregate(weights, F, C, floor=None):
+    out = dict(F=contract(jnp.abs(F)[..., None, :], weights),
+               C=contract(jnp.abs(C)[..., None, :], weights))
+    if floor is not None:
+        out = jax.tree_util.tree_map(lambda a, b: a + b.astype(a.dtype), out, floor)
+    return out
 
 
 def contract(x, w):
@@ -377,7 +387,7 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
         local = jnp.max(jnp.abs(h * _combine(KV5_BERR, sks)))
         weights = dyn.error_weights()
         y1 = dict(y1, u=u1, res=y0["res"], acc=y0["acc"] + local,
-                  mag=_aggregate(weights, y1["F"], y1["C"]))
+                  mag=_aggregate(weights, y1["F"], y1["C"], dyn.error_floor()))
         # Only aggregates are controlled: the per-mode errors weighted as the outputs weigh
         # them (a mode that carries nothing of B may be inaccurate relative to itself), the
         # auxiliary scalars, and the stage equations' residual. (The zeros of the per-mode
