@@ -83,7 +83,7 @@ class GaussianRule(eqx.Module):
     - `weights`: array of shape `(Q,)`, the weights $w_k$.
     - `companion`: optional second rule for the same law; the difference of the two is the
       error estimate of this rule (the automatic rules carry the next coarser rule of their
-      family). Without one, an estimate compares with [`reference_rule`][].
+      family). Without one, an estimate compares with `reference_rule`.
     - `replicates`: $R \ge 1$. With $R > 1$ the rule is the union of $R$ independent,
       unbiased, randomised copies stored as consecutive blocks of $Q/R$ nodes, each block's
       weights summing to $1/R$; the error estimate is then $4\times$ the standard error of
@@ -315,10 +315,10 @@ def _finer(n: int) -> int:
     return round(1.5 * n)
 
 
-def deterministic_ladders(p: int, max_points: int) -> list[list]:
+def deterministic_ladders(p: int, max_points: int) -> list[tuple[str, list]]:
     """Chains of deterministic rules (without companions) for dimension `p`, each coarsest
-    first, all within `max_points`, as lists of zero-argument builders (a rule's nodes are
-    computed, and cached, only when it is tried):
+    first, all within `max_points`, as `(family, builders)` with zero-argument builders (a
+    rule's nodes are computed, and cached, only when it is tried):
 
     - $p \\le 4$: Gauss–Hermite from the default rule's companion (3/4 of the default nodes per
       axis) through the default rule up by ~1.5x nodes per axis; then deterministic trapezoid
@@ -333,21 +333,24 @@ def deterministic_ladders(p: int, max_points: int) -> list[list]:
         while (ns[-1] < _MAX_GAUSS_HERMITE
                and min(_finer(ns[-1]), _MAX_GAUSS_HERMITE) ** p <= max_points):
             ns.append(min(_finer(ns[-1]), _MAX_GAUSS_HERMITE))
-        chains.append([functools.partial(GaussianRule.gauss_hermite, p, n) for n in ns])
+        chains.append(("gauss_hermite",
+                       [functools.partial(GaussianRule.gauss_hermite, p, n) for n in ns]))
     else:
         sizes = [_QMC_POINTS // 2, _QMC_POINTS]
         while 2 * sizes[-1] <= max_points:
             sizes.append(2 * sizes[-1])
-        chains.append([functools.partial(GaussianRule.quasi_monte_carlo, p, n) for n in sizes])
+        chains.append(("quasi_monte_carlo",
+                       [functools.partial(GaussianRule.quasi_monte_carlo, p, n) for n in sizes]))
     if p <= 4:
         half_width = _DETERMINISTIC_HALF_WIDTH[p]
         spacings = [0.8**k for k in range(16) if _ball_points(p, half_width, 0.8**k) <= max_points]
-        chains.append([functools.partial(GaussianRule.trapezoid, p, h, half_width, 1)
-                       for h in spacings])
+        chains.append(("trapezoid", [functools.partial(GaussianRule.trapezoid, p, h, half_width, 1)
+                                     for h in spacings]))
     if p >= 4:
         levels = [lv for lv in range(2, 12) if _smolyak_size(p, lv) <= max_points]
-        chains.append([functools.partial(GaussianRule.sparse_grid, p, lv) for lv in levels])
-    return [c for c in chains if len(c) >= 3]
+        chains.append(("sparse_grid",
+                       [functools.partial(GaussianRule.sparse_grid, p, lv) for lv in levels]))
+    return [(name, c) for name, c in chains if len(c) >= 3]
 
 
 _DETERMINISTIC_HALF_WIDTH = {1: 8.0, 2: 8.0, 3: 7.5, 4: 6.5}  # tails 1e-15, 1e-14, 3e-12, 2e-8

@@ -269,7 +269,8 @@ class AbstractLoss(eqx.Module):
              $\rho \le 1/2$ (geometric convergence: rule $k$'s error is at most
              $d/(1 - \rho)$; 25% margin) or $c = 2$ if
              rules $k - 1, k, k + 1$ all agree; and the same holds for the difference to rule
-             $k + 1$ turned by a fixed rotation, which becomes the companion (as good on smooth
+             $k + 1$ turned by a fixed rotation (except for sparse grids, which rotation
+             spoils), which becomes the companion (as good on smooth
              integrands, differently placed on a kink or jump that happens to sit well on the
              grid, so that the estimate sees such an alignment, at $B_0$ and along a solution).
              A chain is left once its differences fail to halve twice in a row or the rotated
@@ -404,7 +405,7 @@ def _choose_rule(loss, B0, rtol, max_points):
         return float(max(loss._relative(ma, mb, sb)))
 
     accepted = None  # (rule, estimate): the cheapest deterministic rule that met rtol
-    for index, builders in enumerate(deterministic_ladders(dim, max_points)):
+    for index, (family, builders) in enumerate(deterministic_ladders(dim, max_points)):
         first = index == 0  # the chain of the default rule (its companion, it, finer)
         chain = _LazyList(builders)
         cache = {}
@@ -436,7 +437,8 @@ def _choose_rule(loss, B0, rtol, max_points):
                 # by a fixed rotation: as good on smooth integrands, differently placed on a kink
                 # or jump that happens to sit well on the grid, so that the estimate, here and
                 # along a solution, also sees such an alignment.
-                turned = chain[k].rotated()
+                # (not for sparse grids: they are not rotation invariant, and rotated much worse)
+                turned = chain[k] if family == "sparse_grid" else chain[k].rotated()
                 d_turned = raw(_evaluate(loss, B0, turned)[:2], ev(k - 1))
                 est_turned = factor * d_turned + bias
                 if est_turned <= rtol:
