@@ -66,8 +66,8 @@ def _rule_info(loss):
 def _time_pair(old, new, B, rounds=4):
     """Compile and best-of times of `moments` for both losses, alternating rounds (the machine
     is shared: a slow spell then hits both sides)."""
-    one = eqx.filter_jit(lambda l, b: l.moments(b))
-    batch = eqx.filter_jit(lambda l, bs: jax.vmap(l.moments)(bs))
+    one = eqx.filter_jit(lambda lo, b: lo.moments(b))
+    batch = eqx.filter_jit(lambda lo, bs: jax.vmap(lo.moments)(bs))
     Bs = jnp.stack([B * (1 + 0.05 * k) for k in range(16)])
     out = []
     for loss in (old, new):
@@ -89,7 +89,7 @@ def run(hsgd):
     for name, loss in _losses(hsgd):
         B = _B0(loss.p)
         print(f"--- {name}", flush=True)
-        old_err = float(eqx.filter_jit(lambda l, b: l.moment_error(b))(loss, B))
+        old_err = float(eqx.filter_jit(lambda lo, b: lo.moment_error(b))(loss, B))
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

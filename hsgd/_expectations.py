@@ -24,10 +24,12 @@ $\{(z_k, w_k)\}$, so that expectations are smooth, differentiable functions of $
   ([`GaussianRule.randomized_qmc`][]). Each copy is an unbiased estimate, so the spread of the
   $R$ copies is an honest standard error whatever the integrand's smoothness.
 
-**Error estimates.** A rule may carry a `companion` (a different rule for the same law: for the
-automatic rules, the next coarser rule of the same family), and then the estimated error of an
-expectation is a factor (2, or $1.25/(1-\rho) \ge 1.5$ for a geometric convergence ratio
-$\rho$ seen by the automatic choice) times the difference between the two rules; a replicated rule estimates its error as
+**Error estimates.** A rule may carry a `companion` (a different rule for the same law: the
+default rule's is the next coarser rule of its family, an automatically chosen rule's the next
+finer one, turned by a fixed rotation), and then the estimated error of an expectation is a
+factor (2, or $1.25/(1-\rho) \ge 1.5$ for a geometric convergence ratio $\rho$ seen by the
+automatic choice) times the difference between the two rules; a replicated rule estimates its
+error as
 $4\times$ the standard error of the mean of its copies (`replicates`, 16 for the automatic
 rules: the probability that a Student-$t_{15}$ exceeds 4 is $1.2\times10^{-3}$). The loss
 classes turn these into a relative error per moment ([`AbstractLoss.moment_error`][]) and choose

@@ -209,7 +209,8 @@ class AbstractLoss(eqx.Module):
         the loss's own) at $B$, one non-negative scalar per moment (`A`: 0 when $m \ne m^*$):
         for a replicated rule $4\times$ the standard error of its copies' mean; otherwise
         `companion_factor` (default 2) times the difference to the rule's companion (twice the
-        difference to `reference_rule` if it has none); relative to the scales of the module docstring; plus the rule's `bias_bound`.
+        difference to `reference_rule` if it has none); relative to the scales of the module
+        docstring; plus the rule's `bias_bound`.
         Traceable (`jit`/`vmap` over $B$)."""
         rule = self.rule() if rule is None else rule
         mom, scales, copies = self._generic(B, rule)
@@ -392,7 +393,7 @@ def _jitted_error(loss, B):
 
 
 def _with_quadrature(loss, rule):
-    return eqx.tree_at(lambda l: l.quadrature, loss, rule, is_leaf=lambda v: v is None)
+    return eqx.tree_at(lambda lo: lo.quadrature, loss, rule, is_leaf=lambda v: v is None)
 
 
 def _choose_rule(loss, B0, rtol, max_points):
@@ -430,7 +431,8 @@ def _choose_rule(loss, B0, rtol, max_points):
             candidates.append((est, chain[k - 1].with_companion(chain[k], factor)))
             if not np.isfinite(d):
                 break
-            three_agree = k >= 2 and DIFFERENCE_FACTOR * diffs[k - 1] + chain[k - 2].bias_bound <= rtol
+            three_agree = (k >= 2 and DIFFERENCE_FACTOR * diffs[k - 1]
+                           + chain[k - 2].bias_bound <= rtol)
             if k >= 2 and est <= rtol and (rho <= 0.5 or three_agree):
                 # rules k - 2, k - 1, k agree, or converge geometrically: rule k - 1's error is
                 # about its difference to the much better rule k. Its companion is rule k turned
@@ -448,7 +450,8 @@ def _choose_rule(loss, B0, rtol, max_points):
                     break  # accepted: next family (for a cheaper rule)
                 if d_turned > 10 * max(d, rtol):
                     break  # far from smooth at this resolution: next family
-            if k >= 3 and est > rtol and d > 0.5 * diffs[k - 1] and diffs[k - 1] > 0.5 * diffs[k - 2]:
+            if (k >= 3 and est > rtol and d > 0.5 * diffs[k - 1]
+                    and diffs[k - 1] > 0.5 * diffs[k - 2]):
                 break  # not converging geometrically (a kink or a jump): next family
     if accepted is not None:
         return accepted
