@@ -90,6 +90,7 @@ from ._tune import (
     Candidate as Candidate,
     FinitePredictor as FinitePredictor,
     MomentumPredictor as MomentumPredictor,
+    Predictor as Predictor,
     StreamingPredictor as StreamingPredictor,
     TuneResult as TuneResult,
     baselines as baselines,

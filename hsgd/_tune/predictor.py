@@ -2,7 +2,7 @@ r"""What `tune` differentiates: a *predictor* maps (schedule, scalar hyperparame
 predicted risk on a fixed time grid ending at the horizon (SPEC §4).
 
 One implementation serves every (problem, optimizer) pair whose `ode` is differentiable:
-`hsgd._tune.Predictor` holds a template optimizer and predicts
+[`Predictor`][hsgd.Predictor] holds a template optimizer and predicts
 `hsgd.ode(problem, optimizer.replace(schedule=schedule, **hyperparameters), ts)`; the tunable
 hyperparameters are the optimizer's continuous fields, declared by the optimizer
 ([`AbstractOptimizer.tunable`][hsgd.AbstractOptimizer.tunable]). How the ODE is solved for a
@@ -220,7 +220,7 @@ class Predictor(AbstractPredictor):
 
 
 class StreamingPredictor(Predictor):
-    r"""One-pass SGD on any loss (SPEC §1): `hsgd._tune.Predictor` for
+    r"""One-pass SGD on any loss (SPEC §1): [`Predictor`][hsgd.Predictor] for
     [`Problem`][] × [`SGD`][]`(·, batch)`.
 
     The ODE is integrated with `diffrax.Kvaerno5` (L-stable, implicit) and a PID controller,
@@ -280,7 +280,7 @@ def _finite(problem, name):
 
 class FinitePredictor(Predictor):
     r"""Multi-pass SGD on finite least squares (SPEC §2):
-    `hsgd._tune.Predictor` for [`FiniteProblem`][] × [`SGD`][]`(·,
+    [`Predictor`][hsgd.Predictor] for [`FiniteProblem`][] × [`SGD`][]`(·,
     batch)` — the per-mode ODE ([`LinearKvaerno5`][], stage equations solved exactly) predicts,
     the SGD simulator over the rows of $A$ checks.
 
@@ -318,7 +318,7 @@ class FinitePredictor(Predictor):
 
 class MomentumPredictor(Predictor):
     r"""Mini-batch SGD with heavy-ball momentum on finite least squares (SPEC §3):
-    `hsgd._tune.Predictor` for [`FiniteProblem`][] × [`HeavyBall`][] —
+    [`Predictor`][hsgd.Predictor] for [`FiniteProblem`][] × [`HeavyBall`][] —
     the exact per-mode recursion [`hsgd.ode`][] predicts, [`hsgd.simulate`][] checks.
 
     Time is in **iterations** $k$ (the recursion's own clock, and the schedule is
@@ -379,7 +379,7 @@ def predictor_for(problem, ts, *, optimizer=None, dynamics: str | None = None,
     """The predictor for `problem` on times `ts` (an [`AbstractPredictor`][] is returned as is).
 
     With `optimizer` (any registered optimizer, or a float/schedule meaning SGD): a
-    `hsgd._tune.Predictor` for that pair; `kwargs` are its keywords
+    [`Predictor`][hsgd.Predictor] for that pair; `kwargs` are its keywords
     (`target`, `bounds`, `ode_bins`, `rtol`, …); `batch=` only with a float or schedule
     (then `SGD(optimizer, batch)`; an optimizer carries its own batch).
 
