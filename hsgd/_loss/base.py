@@ -29,6 +29,7 @@ $\sqrt{\mathbb{E}\|x - x^*\|^2\,\operatorname{tr} I}$ for $A$.
 """
 
 import abc
+import functools
 import warnings
 from typing import NamedTuple
 
@@ -269,13 +270,12 @@ class AbstractLoss(eqx.Module):
              when $c\,d \le$ `rtol` with $c = 1.25/(1 - \rho)$ (at least 1.5, at most 2) if
              $\rho \le 1/2$ (geometric convergence: rule $k$'s error is at most
              $d/(1 - \rho)$; 25% margin) or $c = 2$ if
-             rules $k - 1, k, k + 1$ all agree; and the same holds for the difference to rule
-             $k + 1$ turned by a fixed rotation (except for sparse grids, which rotation
-             spoils), which becomes the companion (as good on smooth
-             integrands, differently placed on a kink or jump that happens to sit well on the
-             grid, so that the estimate sees such an alignment, at $B_0$ and along a solution).
-             A chain is left once its differences fail to halve twice in a row or the rotated
-             rule is 10x off (a kink or jump). The default rule is kept whenever it
+             rules $k - 1, k, k + 1$ all agree; and the same holds for the difference to the
+             companion: rule $k + 1$, for trapezoid grids shifted by half a spacing (as good on
+             smooth integrands, differently placed on a kink or jump that happens to sit well
+             on the grid, so that the estimate sees such an alignment, at $B_0$ and along a
+             solution). A chain is left once its differences fail to halve twice in a row or
+             the shifted grid is 10x off (a kink or jump). The default rule is kept whenever it
              is accepted (today's cost); otherwise the accepted rule with the fewest points;
           2. if no chain gives one, the replicated rules of `randomized_ladder` (scrambled
              Sobol' sets, and for $p \le 3$ randomised grids; a family 3x worse than the other
@@ -435,12 +435,9 @@ def _choose_rule(loss, B0, rtol, max_points):
                            + chain[k - 2].bias_bound <= rtol)
             if k >= 2 and est <= rtol and (rho <= 0.5 or three_agree):
                 # rules k - 2, k - 1, k agree, or converge geometrically: rule k - 1's error is
-                # about its difference to the much better rule k. Its companion is rule k turned
-                # by a fixed rotation: as good on smooth integrands, differently placed on a kink
-                # or jump that happens to sit well on the grid, so that the estimate, here and
-                # along a solution, also sees such an alignment.
-                # (not for sparse grids: they are not rotation invariant, and rotated much worse)
-                turned = chain[k] if family == "sparse_grid" else chain[k].rotated()
+                # about its difference to the much better rule k, which (or its half-shifted
+                # variant: `_variant`) becomes its companion.
+                turned = _variant(family, builders[k], chain[k])
                 d_turned = raw(_evaluate(loss, B0, turned)[:2], ev(k - 1))
                 est_turned = factor * d_turned + bias
                 if est_turned <= rtol:
@@ -472,6 +469,17 @@ def _choose_rule(loss, B0, rtol, max_points):
     if best is None:  # budget below the smallest replicated rule
         best = min(candidates, key=lambda c: c[0])
     return best[1], best[0]
+
+
+def _variant(family, builder, rule):
+    """The companion of an accepted deterministic rule: the next finer rule of its chain, for
+    trapezoid grids shifted by half a spacing (the midpoint grid: as accurate on smooth
+    integrands, differently placed on a kink or jump that happens to sit well on the grid, and,
+    like every rule here, symmetric in each coordinate, which Stein's J needs at nearly singular
+    B). Gauss–Hermite and sparse grids: the finer rule itself (its nodes already sit elsewhere)."""
+    if family == "trapezoid":
+        return functools.partial(builder.func, *builder.args, offset=0.5)()
+    return rule
 
 
 class _LazyList:
