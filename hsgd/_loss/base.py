@@ -282,8 +282,9 @@ class AbstractLoss(eqx.Module):
              is dropped), whose estimate is a standard error, honest for kinks and jumps, up
              to `max_points` points.
           Both integrate the noise jointly with $r$ when its law is a function of normals
-          (`noise_normals`). If nothing meets `rtol`: the rule with the smallest estimate
-          and an `ExpectationAccuracyWarning` giving that estimate.
+          (`noise_normals`). If nothing meets `rtol`: the rule with the smallest estimate (of
+          the replicated rules and the best deterministic candidate with the companion it
+          would have been accepted with) and an `ExpectationAccuracyWarning` giving it.
         - A user-given rule is kept; its estimate is the larger of its own
           (`moment_error(B0)`) and its distance to the automatic rule plus that rule's estimate,
           with a warning if above `rtol`.
@@ -399,7 +400,7 @@ def _with_quadrature(loss, rule):
 def _choose_rule(loss, B0, rtol, max_points):
     """(rule, estimate) per [`AbstractLoss.refined`][] for `quadrature=None`."""
     dim = loss.integration_dim
-    candidates = []  # (estimate, rule): the fallback if nothing meets rtol
+    candidates = []  # (estimate, family, builder of rule k, rule k - 1, rule k, factor, values)
 
     def raw(a, b):  # relative difference of two rules' values, on b's scales
         (ma, _), (mb, sb) = a, b
@@ -428,7 +429,8 @@ def _choose_rule(loss, B0, rtol, max_points):
             factor = min(DIFFERENCE_FACTOR, max(1.5, 1.25 / (1.0 - rho))) if rho <= 0.5 \
                 else DIFFERENCE_FACTOR
             est = factor * d + bias
-            candidates.append((est, chain[k - 1].with_companion(chain[k], factor)))
+            candidates.append((est, family, builders[k], chain[k - 1], chain[k], factor,
+                               ev(k - 1)))
             if not np.isfinite(d):
                 break
             three_agree = (k >= 2 and DIFFERENCE_FACTOR * diffs[k - 1]
@@ -466,8 +468,13 @@ def _choose_rule(loss, B0, rtol, max_points):
                 return rule, est
         lowest = min(found.values())
         alive = [name for name in alive if found[name] <= 3 * lowest]
-    if best is None:  # budget below the smallest replicated rule
-        best = min(candidates, key=lambda c: c[0])
+    finite = [c for c in candidates if np.isfinite(c[0])]
+    if finite:  # the best deterministic candidate, with the companion it would be accepted with
+        _, family, builder, rule, finer, factor, values = min(finite, key=lambda c: c[0])
+        turned = _variant(family, builder, finer)
+        est = factor * raw(_evaluate(loss, B0, turned)[:2], values) + rule.bias_bound
+        if best is None or est < best[0]:
+            best = (est, rule.with_companion(turned, factor))
     return best[1], best[0]
 
 
