@@ -38,7 +38,7 @@ class CustomLoss(AbstractLoss):
     - `noise`: an [`AbstractNoise`][] (default none), e.g. `hsgd.GaussianNoise(0.3)`.
     - `rule`: optional [`GaussianRule`][] overriding the default quadrature, of dimension
       $p = m + m^*$, or $p + q$ to integrate a noise that is a function of $q$ normals jointly
-      ([`noise_normals`][]). A given rule is always used as given; `moment_error` and
+      (`noise_normals`). A given rule is always used as given; `moment_error` and
       `refined` still estimate its error.
 
     Example (Huber regression with noisy labels):
