@@ -28,6 +28,22 @@ class AbstractNoise(eqx.Module):
     def sample(self, key: PRNGKey, x_star: Float[Array, " m_star"]):
         r"""One draw of $\varepsilon$ given $x^*$."""
 
+    @property
+    def variance(self):
+        r"""$\mathbb{E}\varepsilon^2$ of an additive noise (`inf` if it has none); `None`
+        (the default) when the law does not say."""
+        return None
+
+    def has_finite_variance(self) -> bool:
+        r"""Whether $\mathbb{E}\varepsilon^2$ is known and finite — decided from static
+        information, so also inside `jit` (a traced variance counts as finite)."""
+        var = self.variance
+        if var is None:
+            return False
+        if isinstance(var, jax.core.Tracer):
+            return True
+        return bool(np.isfinite(float(var)))
+
 
 class NoNoise(AbstractNoise):
     """No noise: $\\varepsilon = 0$."""
@@ -172,6 +188,10 @@ class StudentTNoise(AbstractNoise):
             return jnp.full((), jnp.inf, self.scale.dtype)
         return self.scale**2 * self.nu / (self.nu - 2.0)
 
+    def has_finite_variance(self) -> bool:
+        r"""$\nu > 2$."""
+        return self.nu > 2.0
+
     @property
     def std(self):
         r"""$\sqrt{\mathbb{E}\varepsilon^2}$ — a `ValueError` for $\nu \le 2$, where it is
@@ -183,8 +203,9 @@ class StudentTNoise(AbstractNoise):
         return jnp.sqrt(self.variance)
 
     def __repr__(self):
-        scale = self.scale if isinstance(self.scale, jax.core.Tracer) else float(self.scale)
-        return f"StudentTNoise(nu={self.nu:g}, scale={scale!r})"
+        scale = "<traced>" if isinstance(self.scale, jax.core.Tracer) \
+            else f"{float(self.scale):g}"
+        return f"StudentTNoise(nu={self.nu:g}, scale={scale})"
 
     def density(self, z):
         r"""$p_\varepsilon(z)$ (see the class docstring)."""
@@ -251,6 +272,9 @@ class DensityNoise(AbstractNoise):
     def variance(self):
         """The given $\\mathbb{E}\\varepsilon^2$ (`None`: unknown)."""
         return None if self.variance_value is None else jnp.asarray(self.variance_value)
+
+    def has_finite_variance(self) -> bool:
+        return self.variance_value is not None and bool(np.isfinite(self.variance_value))
 
     @property
     def std(self):

@@ -1,7 +1,6 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._noise import AbstractNoise, BernoulliTeacher, CategoricalTeacher, GaussianNoise
 from .base import AbstractLoss, Moments
@@ -53,40 +52,29 @@ class LeastSquares(AbstractLoss):
     def noise_variance(self):
         r"""$\mathbb{E}\varepsilon^2$ (`inf` for a law without a variance, `None` when the
         noise law does not say)."""
-        return getattr(self.noise, "variance", None)
+        return self.noise.variance
 
     def has_finite_variance(self) -> bool:
-        """Whether the noise variance is known and finite (SGD's closed forms exist); `True`
-        for a traced Gaussian $\\sigma$."""
-        if isinstance(self.noise, GaussianNoise):
-            return True
-        var = self.noise_variance()
-        if var is None:
-            return False
-        return isinstance(var, jax.core.Tracer) or bool(np.isfinite(float(var)))
+        """Whether the noise variance is known and finite, so that SGD's closed forms exist
+        (decided from static information, so also inside `jit`)."""
+        return isinstance(self.noise, GaussianNoise) or self.noise.has_finite_variance()
 
     def _floor(self, dtype):
         """The risk's noise part, E eps^2: 0 where it is infinite or unknown (see the class
         docstring: the reported risk is then the excess risk)."""
         if isinstance(self.noise, GaussianNoise):
             return self.noise.std.astype(dtype) ** 2
-        var = self.noise_variance()
-        if var is None:
+        if not self.noise.has_finite_variance():
             return jnp.zeros((), dtype)
-        var = jnp.asarray(var).astype(dtype)
-        return jnp.where(jnp.isfinite(var), var, 0.0)
+        return jnp.asarray(self.noise_variance()).astype(dtype)
 
     def _finite_variance(self, dtype):
         """E eps^2 for SGD's closed forms; a ValueError when it is infinite or unknown."""
         if isinstance(self.noise, GaussianNoise):
             return self.noise.std.astype(dtype) ** 2
-        var = self.noise_variance()
-        if var is not None and not isinstance(var, jax.core.Tracer) \
-                and np.isfinite(float(var)):
-            return jnp.asarray(var).astype(dtype)
-        if var is not None and isinstance(var, jax.core.Tracer):
-            return var.astype(dtype)
-        why = "infinite" if var is not None else "unknown"
+        if self.noise.has_finite_variance():
+            return jnp.asarray(self.noise_variance()).astype(dtype)
+        why = "infinite" if self.noise_variance() is not None else "unknown"
         raise ValueError(
             f"LeastSquares with noise {self.noise!r}: the noise variance is {why}, so SGD's "
             f"closed forms (I(B) = tau^2 + E eps^2, SPEC §1) do not exist — the deterministic "

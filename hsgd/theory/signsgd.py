@@ -19,6 +19,7 @@ noise, $O(\gamma^2)$ without — and by a monotone root solve for any noise dens
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,6 +128,14 @@ class SignSGDComparison(NamedTuple):
     excess: bool
 
 
+@eqx.filter_jit
+def _final_risks(problem, optimizer_type, gammas, ts, batch):
+    """The ODE's risk at `ts[-1]` for each constant stepsize of `gammas` (one compiled,
+    vmapped solve per problem structure and grid size)."""
+    return jax.vmap(lambda g: ode(problem, optimizer_type(Constant(g), batch), ts).risk[-1])(
+        gammas)
+
+
 def _best_constant(risk_at, low, high, num):
     """The best of `num` log-spaced constants in [low, high], refined once on a grid between
     its neighbours; `risk_at` maps an array of stepsizes to risks (NaN/inf: unusable)."""
@@ -165,17 +174,15 @@ def signsgd_vs_sgd(problem: Problem, horizon: float, *, batch: int = 1, num: int
     drop = 0.5 * float(_floor(problem, problem.dtype)) if excess else 0.0
 
     def sign_risk(gammas):
-        fn = jax.vmap(lambda g: ode(problem, SignSGD(Constant(g), batch),
-                                         ts).risk[-1])
-        return fn(jnp.asarray(gammas, problem.dtype)) - drop
+        return _final_risks(problem, SignSGD, jnp.asarray(gammas, problem.dtype), ts,
+                            batch) - drop
 
     sign_gamma, sign_value = _best_constant(sign_risk, 1e-4, 10.0, num)
     finite = loss.has_finite_variance()
     if finite:
         def sgd_risk(gammas):
-            fn = jax.vmap(lambda g: ode(problem, SGD(Constant(g), batch),
-                                             ts).risk[-1])
-            return fn(jnp.asarray(gammas, problem.dtype)) - drop
+            return _final_risks(problem, SGD, jnp.asarray(gammas, problem.dtype), ts,
+                                batch) - drop
 
         crit = 2.0 * batch / float(problem.spectrum.mean())
         sgd_gamma, sgd_value = _best_constant(sgd_risk, 1e-3 * crit, 0.999 * crit, num)
