@@ -24,6 +24,7 @@ from ._dynamics.structured import (
     StructuredKvaerno5 as StructuredKvaerno5,
 )
 from ._expectations import (
+    ExpectationAccuracyWarning as ExpectationAccuracyWarning,
     GaussianRule as GaussianRule,
     default_rule as default_rule,
     psd_factor as psd_factor,

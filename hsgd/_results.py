@@ -37,6 +37,9 @@ class Solution(eqx.Module):
       [`Statistic`][]s;
     - `error_estimate` $(T,)$: [`StructuredKvaerno5`][]'s own estimate of the integration
       error in $B$ (accumulated local estimates of $\max|B|$; NaN with another solver).
+    - `moment_error`: the estimated relative error of the loss's Gaussian moments
+      $h, J, I, A$ (its quadrature rule), the maximum over the saved times (`None` for closed
+      forms and fixed rules; see [`hsgd.ode`][]'s `expectation_rtol`).
 
     [`FiniteProblem`][] × [`SGD`][] (SPEC §2, ODE or Volterra): `loss` $\psi(t)$, a sum over the
     $n$ rows; `Gamma` $(T,)$ the schedule's integral.
@@ -65,6 +68,7 @@ class Solution(eqx.Module):
     batch_fraction: Float[Array, ""] | None = None
     momentum: Float[Array, ""] | None = None
     loss_path: Float[Array, " K"] | None = None
+    moment_error: Float[Array, ""] | None = None
 
     @property
     def divergence_iteration(self):
