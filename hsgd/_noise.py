@@ -216,10 +216,13 @@ class StudentTNoise(AbstractNoise):
         return jnp.exp(log_c - 0.5 * (nu + 1) * jnp.log1p((z / s) ** 2 / nu)) / s
 
     def expect(self, fn, x_star):
+        r"""$\mathbb{E}[\text{fn}(\varepsilon)]$ by the trapezoid rule against the density (see
+        the class docstring)."""
         return _density_expect(self.density, self.scale, max(12.0, 1.0 + 28.0 / self.nu), fn,
                                x_star.dtype)
 
     def sample(self, key, x_star):
+        r"""One draw $s\,T_\nu$ (`jax.random.t`)."""
         return self.scale.astype(x_star.dtype) * jax.random.t(key, self.nu, (), x_star.dtype)
 
 
@@ -274,6 +277,7 @@ class DensityNoise(AbstractNoise):
         return None if self.variance_value is None else jnp.asarray(self.variance_value)
 
     def has_finite_variance(self) -> bool:
+        """Whether a finite `variance` was given."""
         return self.variance_value is not None and bool(np.isfinite(self.variance_value))
 
     @property
@@ -286,9 +290,12 @@ class DensityNoise(AbstractNoise):
         return jnp.sqrt(jnp.asarray(self.variance_value))
 
     def density(self, z):
+        r"""The user's $p_\varepsilon(z)$."""
         return self.density_fn(z)
 
     def expect(self, fn, x_star):
+        r"""$\mathbb{E}[\text{fn}(\varepsilon)]$ by the trapezoid rule against the density
+        (see `scale` in the class docstring)."""
         return _density_expect(self.density_fn, self.scale, 12.0, fn, x_star.dtype)
 
     def sample(self, key, x_star):
