@@ -3,7 +3,10 @@
 import dataclasses
 
 import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
 
+from .._checks import is_traced
 from .._schedule import AbstractSchedule
 
 
@@ -41,3 +44,13 @@ class AbstractOptimizer(eqx.Module):
         and `vmap` treat as continuous but a simulator needs as integers (a batch size) are
         rounded. The identity by default."""
         return self
+
+
+def checked_batch(batch):
+    """`batch` as an optimizer field: a number >= 1 (a `ValueError` naming it otherwise; a traced
+    value is kept as is), an array when given one."""
+    if not is_traced(batch):
+        value = np.asarray(batch, dtype=float)
+        if value.ndim != 0 or not (np.isfinite(value) and value >= 1):
+            raise ValueError(f"batch must be a number >= 1, got batch={batch!r}")
+    return batch if isinstance(batch, int | float) or is_traced(batch) else jnp.asarray(batch)

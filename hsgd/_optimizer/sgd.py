@@ -1,12 +1,9 @@
 """Plain (mini-batch) SGD."""
 
-import jax.numpy as jnp
-import numpy as np
 
-from .._checks import is_traced
 from .._problem import Problem
 from .._schedule import AbstractSchedule, as_schedule
-from .base import AbstractOptimizer
+from .base import AbstractOptimizer, checked_batch
 
 
 class SGD(AbstractOptimizer):
@@ -34,12 +31,7 @@ class SGD(AbstractOptimizer):
 
     def __init__(self, schedule, batch=1):
         self.schedule = as_schedule(schedule)
-        if not is_traced(batch):
-            value = np.asarray(batch, dtype=float)
-            if value.ndim != 0 or not (np.isfinite(value) and value >= 1):
-                raise ValueError(f"batch must be a number >= 1, got batch={batch!r}")
-        self.batch = batch if isinstance(batch, int | float) or is_traced(batch) \
-            else jnp.asarray(batch)
+        self.batch = checked_batch(batch)
 
     def tunable(self, problem) -> dict[str, tuple[float, float]]:
         r"""`batch` $\beta\in(1, 256)$ on a streaming [`Problem`][] (the ODE's noise term is

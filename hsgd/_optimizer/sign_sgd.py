@@ -1,13 +1,10 @@
 """signSGD: the sign of the mini-batch gradient, coordinate by coordinate (SPEC §11)."""
 
-import jax.numpy as jnp
-import numpy as np
 
-from .._checks import is_traced
 from .._noise import GaussianNoise, NoNoise
 from .._problem import Problem
 from .._schedule import AbstractSchedule, as_schedule
-from .base import AbstractOptimizer
+from .base import AbstractOptimizer, checked_batch
 
 
 class SignSGD(AbstractOptimizer):
@@ -55,12 +52,7 @@ class SignSGD(AbstractOptimizer):
 
     def __init__(self, schedule, batch=1):
         self.schedule = as_schedule(schedule)
-        if not is_traced(batch):
-            value = np.asarray(batch, dtype=float)
-            if value.ndim != 0 or not (np.isfinite(value) and value >= 1):
-                raise ValueError(f"batch must be a number >= 1, got batch={batch!r}")
-        self.batch = batch if isinstance(batch, int | float) or is_traced(batch) \
-            else jnp.asarray(batch)
+        self.batch = checked_batch(batch)
 
     def tunable(self, problem) -> dict[str, tuple[float, float]]:
         r"""`batch` $\beta\in(1, 256)$ on a streaming [`Problem`][] with Gaussian or no label

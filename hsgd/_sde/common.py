@@ -69,6 +69,21 @@ def prepare(problem, schedule, ts, num_paths, dt, coupled, blowup, time_name: st
     return ts_np, grid, int(num_paths)
 
 
+def streaming_arguments(problem, optimizer, ts, num_paths, dt, solver, coupled, blowup):
+    """The eager part every streaming cell shares: the instance check, [`prepare`][], the default
+    solver (Euler–Maruyama), and the arrays in the problem's dtype. Returns `(schedule, ts,
+    grid, batch, num_paths, solver)`."""
+    if problem.X_star is None or problem.X0 is None:
+        raise ValueError("sde needs a problem with an instance (X_star, X0): build it with "
+                         "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
+    schedule = optimizer.schedule
+    ts_np, grid, num_paths = prepare(problem, schedule, ts, num_paths, dt, coupled, blowup, "t")
+    dtype = problem.X0.dtype
+    return (schedule, jnp.asarray(ts_np, dtype), jnp.asarray(grid, dtype),
+            jnp.asarray(optimizer.batch, dtype), num_paths,
+            diffrax.Euler() if solver is None else solver)
+
+
 def _step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
     """0, the distinct record times, and equal steps of at most `dt` in between."""
     knots = np.unique(np.concatenate([[0.0], ts]))

@@ -26,7 +26,7 @@ from .._problem import Problem
 from .._registry import register
 from .._results import Runs
 from .._risk import DEFAULT_RISK_SAMPLES, observe, risks_of
-from .common import prepare, sample_paths
+from .common import sample_paths, streaming_arguments
 
 
 @register("sde", Problem, SGD)
@@ -92,15 +92,9 @@ def sde(problem: Problem, optimizer: SGD, ts, key: PRNGKey, *, num_paths: int = 
     res.mean(), res.std()          # compare with hsgd.ode(prob, 1.0, ts).risk
     ```
     """
-    if problem.X_star is None or problem.X0 is None:
-        raise ValueError("sde needs a problem with an instance (X_star, X0): build it with "
-                         "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
-    schedule = optimizer.schedule
-    ts_np, grid, num_paths = prepare(problem, schedule, ts, num_paths, dt, coupled, blowup, "t")
-    solver = diffrax.Euler() if solver is None else solver
-    dtype = problem.X0.dtype
-    return _solve(problem, schedule, jnp.asarray(ts_np, dtype), jnp.asarray(grid, dtype),
-                  key, jnp.asarray(optimizer.batch, dtype), num_paths, solver, bool(coupled),
+    schedule, ts, grid, batch, num_paths, solver = streaming_arguments(
+        problem, optimizer, ts, num_paths, dt, solver, coupled, blowup)
+    return _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, bool(coupled),
                   float(blowup), int(risk_samples))
 
 

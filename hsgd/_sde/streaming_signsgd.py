@@ -38,7 +38,7 @@ from .._problem import Problem
 from .._registry import register
 from .._results import Runs
 from .._risk import DEFAULT_RISK_SAMPLES, observe, risks_of
-from .common import prepare, sample_paths
+from .common import sample_paths, streaming_arguments
 
 
 @register("sde", Problem, SignSGD)
@@ -68,16 +68,10 @@ def sde(problem: Problem, optimizer: SignSGD, ts, key: PRNGKey, *, num_paths: in
     **Returns:** [`Runs`][] (`risk`, `risk_se`, `B`, `distance`, `diverged`,
     `divergence_time`), recorded as [`simulate`][] records signSGD.
     """
-    if problem.X_star is None or problem.X0 is None:
-        raise ValueError("sde needs a problem with an instance (X_star, X0): build it with "
-                         "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
     check_noise(problem.loss, optimizer.batch)
-    schedule = optimizer.schedule
-    ts_np, grid, num_paths = prepare(problem, schedule, ts, num_paths, dt, coupled, blowup, "t")
-    solver = diffrax.Euler() if solver is None else solver
-    dtype = problem.X0.dtype
-    return _solve(problem, schedule, jnp.asarray(ts_np, dtype), jnp.asarray(grid, dtype),
-                  key, jnp.asarray(optimizer.batch, dtype), num_paths, solver, bool(coupled),
+    schedule, ts, grid, batch, num_paths, solver = streaming_arguments(
+        problem, optimizer, ts, num_paths, dt, solver, coupled, blowup)
+    return _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, bool(coupled),
                   float(blowup), int(risk_samples))
 
 
