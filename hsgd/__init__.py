@@ -46,6 +46,7 @@ from ._noise import (
     DensityNoise as DensityNoise,
     GaussianNoise as GaussianNoise,
     NoNoise as NoNoise,
+    SampledNoise as SampledNoise,
     StudentTNoise as StudentTNoise,
 )
 from ._optimizer import (

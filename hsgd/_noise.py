@@ -226,7 +226,31 @@ class StudentTNoise(AbstractNoise):
         return self.scale.astype(x_star.dtype) * jax.random.t(key, self.nu, (), x_star.dtype)
 
 
-class DensityNoise(AbstractNoise):
+class _GivenVariance(AbstractNoise):
+    """A noise whose variance is given by the user, not computed (None: unknown)."""
+
+    variance_value: eqx.AbstractVar[object]
+
+    @property
+    def variance(self):
+        r"""The given $\mathbb{E}\varepsilon^2$ (`None`: unknown)."""
+        return None if self.variance_value is None else jnp.asarray(self.variance_value)
+
+    def has_finite_variance(self) -> bool:
+        """Whether a finite `variance` was given."""
+        return self.variance_value is not None and bool(np.isfinite(self.variance_value))
+
+    @property
+    def std(self):
+        r"""$\sqrt{\mathbb{E}\varepsilon^2}$; a `ValueError` when unknown or infinite."""
+        if not self.has_finite_variance():
+            raise ValueError(f"this {type(self).__name__} has no finite known variance (pass "
+                             f"variance=): closed forms that need the noise standard deviation "
+                             f"cannot use it")
+        return jnp.sqrt(self.variance)
+
+
+class DensityNoise(_GivenVariance):
     r"""A user's additive noise law given by its density $p_\varepsilon$ (and a sampler for the
     simulators), independent of $x^*$.
 
@@ -271,24 +295,6 @@ class DensityNoise(AbstractNoise):
         self.variance_value = None if variance is None else float(variance)
         self.scale = float(scale)
 
-    @property
-    def variance(self):
-        """The given $\\mathbb{E}\\varepsilon^2$ (`None`: unknown)."""
-        return None if self.variance_value is None else jnp.asarray(self.variance_value)
-
-    def has_finite_variance(self) -> bool:
-        """Whether a finite `variance` was given."""
-        return self.variance_value is not None and bool(np.isfinite(self.variance_value))
-
-    @property
-    def std(self):
-        """$\\sqrt{\\mathbb{E}\\varepsilon^2}$; a `ValueError` when unknown or infinite."""
-        if self.variance_value is None or not np.isfinite(self.variance_value):
-            raise ValueError("this DensityNoise has no finite known variance (pass variance=): "
-                             "closed forms that need the noise standard deviation cannot use "
-                             "it")
-        return jnp.sqrt(jnp.asarray(self.variance_value))
-
     def density(self, z):
         r"""The user's $p_\varepsilon(z)$."""
         return self.density_fn(z)
@@ -303,3 +309,54 @@ class DensityNoise(AbstractNoise):
             raise ValueError("this DensityNoise has no sampler: pass sample=lambda key: ... to "
                              "simulate with it")
         return jnp.asarray(self.sampler(key), x_star.dtype)
+
+
+class SampledNoise(_GivenVariance):
+    r"""A user's additive, symmetric noise law given by samples $arepsilon_1, \dots,
+    arepsilon_N$ (independent of $x^*$), symmetrised: the law of $\pmarepsilon_i$, each with
+    probability $1/(2N)$.
+
+    What uses it: signSGD's deterministic equivalent at batch 1 (SPEC §11) needs only the density
+    of the residual $u = z + arepsilon$, $z\sim N(0, 	au^2)$, at 0, which the samples give
+    without a bandwidth: $p_u(0) = \mathbb{E}_arepsilon\,\phi_	au(arepsilon)$
+    ([`residual_density_at_zero`][hsgd.SampledNoise.residual_density_at_zero]; relative
+    error $O(N^{-1/2})$ while $	au$ is not far below the samples' spacing near 0). The
+    simulators resample it; SGD's closed forms need `variance` (not estimated from the samples:
+    a heavy-tailed law's sample variance is finite but meaningless).
+
+    **Arguments:** `samples` (a 1-D array, e.g. $10^5$ draws or a residual data set);
+    `variance`: $\mathbb{E}arepsilon^2$ if known (`inf` for a law without one), `None` unknown.
+    """
+
+    samples: Array
+    variance_value: object = eqx.field(static=True)
+
+    def __init__(self, samples, *, variance=None):
+        samples = jnp.ravel(jnp.asarray(samples))
+        if samples.size < 2 or not bool(jnp.all(jnp.isfinite(samples))):
+            raise ValueError("samples must be a 1-D array of at least 2 finite draws")
+        if variance is not None and not (float(variance) >= 0):
+            raise ValueError(f"variance must be >= 0 (or inf, or None), got {variance!r}")
+        self.samples = samples
+        self.variance_value = None if variance is None else float(variance)
+
+    def residual_density_at_zero(self, tau):
+        r"""$p_u(0) = \mathbb{E}_arepsilon\,\phi_	au(arepsilon)$ for $u = z + arepsilon$,
+        $z\sim N(0, 	au^2)$: the sample mean (elementwise in `tau`)."""
+        tau = jnp.asarray(tau)
+        eps = self.samples.astype(jnp.result_type(tau, float))
+        phi = jnp.exp(-0.5 * (eps / tau[..., None]) ** 2) / (np.sqrt(2 * np.pi) * tau[..., None])
+        return jnp.mean(phi, axis=-1)
+
+    def expect(self, fn, x_star):
+        r"""$\mathbb{E}[\text{fn}(\varepsilon)]$ over the symmetrised samples."""
+        eps = self.samples.astype(x_star.dtype)
+        values = jax.vmap(fn)(jnp.concatenate([eps, -eps]))
+        return jax.tree_util.tree_map(lambda v: jnp.mean(v, axis=0), values)
+
+    def sample(self, key, x_star):
+        """One draw: a uniformly chosen sample with a random sign."""
+        k1, k2 = jax.random.split(key)
+        i = jax.random.randint(k1, (), 0, self.samples.shape[0])
+        sign = jnp.where(jax.random.bernoulli(k2), 1.0, -1.0)
+        return (sign * self.samples[i]).astype(x_star.dtype)

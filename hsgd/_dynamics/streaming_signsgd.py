@@ -77,9 +77,10 @@ def check_noise(loss, batch):
     noise = loss.noise
     if is_gaussian(noise):
         return
-    if not callable(getattr(noise, "density", None)):
+    if not (callable(getattr(noise, "density", None))
+            or callable(getattr(noise, "residual_density_at_zero", None))):
         raise ValueError(f"SignSGD's ODE needs the noise density (kappa = 2 E p_eps(z), SPEC "
-                         f"§11): {noise!r} has no density method")
+                         f"§11): {noise!r} has no density (nor residual_density_at_zero) method")
     if isinstance(batch, jax.core.Tracer) or float(batch) != 1.0:
         raise ValueError(f"SignSGD's ODE with non-Gaussian noise ({noise!r}) exists for "
                          f"batch = 1 only (SPEC §11: for batch > 1 the sign map needs the "
@@ -93,6 +94,8 @@ def sign_kappa(noise, tau2, batch=1):
 
     - [`GaussianNoise`][] $\sigma$ (or [`NoNoise`][]), batch $\beta$:
       $c_\beta/\sqrt{\tau^2 + \sigma^2}$.
+    - a noise with `residual_density_at_zero` ([`SampledNoise`][hsgd.SampledNoise]), $\beta = 1$:
+      twice it.
     - a noise with a symmetric `density`, $\beta = 1$: $2\,\mathbb{E}_{z\sim N(0,\tau^2)}
       p_\varepsilon(z) = 4\int_0^\infty p_\varepsilon(\tau e^s)\,\phi(e^s)\,e^s\,ds$ by the
       trapezoid rule on $s\in[-40, 4]$, step $1/8$ (353 nodes; exponentially accurate for a
@@ -110,6 +113,8 @@ def sign_kappa(noise, tau2, batch=1):
             noise.std.astype(dtype) ** 2
         return c_beta(jnp.asarray(batch, dtype)) / jnp.sqrt(jnp.maximum(tau2 + var, tiny))
     tau = jnp.sqrt(jnp.maximum(tau2, tiny))
+    if callable(getattr(noise, "residual_density_at_zero", None)):  # e.g. SampledNoise
+        return 2.0 * noise.residual_density_at_zero(tau)
     s = jnp.asarray(np.arange(_S_LOW, _S_HIGH + _S_STEP / 2, _S_STEP), dtype)
     x = jnp.exp(s)
     phi = jnp.exp(-0.5 * x**2) / np.sqrt(2 * np.pi)
