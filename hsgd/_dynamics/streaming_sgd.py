@@ -369,7 +369,8 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
         rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
         atol = (1e-8 if single else 1e-15) if atol is None else float(atol)
         # Tolerances as arrays: traced, so a new tolerance does not recompile the solve.
-        return _solve_structured(problem, schedule, ts, batch, statistics,
+        solver = StructuredKvaerno5() if solver is None else solver
+        return _solve_structured(problem, schedule, ts, batch, statistics, solver,
                                  jnp.asarray(rtol, ts.dtype), jnp.asarray(atol, ts.dtype),
                                  stepsize_controller, adjoint, max_steps, blowup)
     rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
@@ -394,6 +395,23 @@ def _stiff(problem: Problem) -> bool:
     return lam.size > 0 and float(lam.max()) > STIFF_RATIO * float(lam.min())
 
 
+def _initial_step(controller, term, solver, ts, y0, args):
+    """diffrax's own first step (Hairer's estimate from two evaluations of the field, for an
+    adaptive controller; None otherwise) computed outside differentiation. Selected inside
+    the solve, its reverse-mode derivative is NaN on stiff problems (the second evaluation, at
+    $y_0 + h_0f(y_0)$ with a far too large $h_0$, overflows: measured on logistic regression
+    over a power law of $10^4$ modes, every solver), and the first step is a tuning choice
+    whose derivative is not wanted anyway."""
+    inner = controller.controller if isinstance(
+        controller, diffrax.ClipStepSizeController) else controller
+    if not isinstance(inner, diffrax.AbstractAdaptiveStepSizeController):
+        return None
+    t0 = jnp.zeros((), ts.dtype)
+    t1, _ = controller.init(term, t0, ts[-1], y0, None, args, solver.func,
+                            solver.error_order(term))
+    return jax.lax.stop_gradient(t1 - t0)
+
+
 def _check(ts, batch, gammas):
     ts = eqx.error_if(ts, jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0),
                       "ts must be non-negative and non-decreasing")
@@ -411,8 +429,8 @@ def _dtmin(ts):
 
 
 @eqx.filter_jit
-def _solve_structured(problem, schedule, ts, batch, statistics, rtol, atol, stepsize_controller,
-                      adjoint, max_steps, blowup):
+def _solve_structured(problem, schedule, ts, batch, statistics, solver, rtol, atol,
+                      stepsize_controller, adjoint, max_steps, blowup):
     gammas = jax.vmap(schedule)(ts)
     ts, batch = _check(ts, batch, gammas)
     dyn, F0, C0 = SGDModes.from_problem(problem, schedule, batch)
@@ -432,9 +450,11 @@ def _solve_structured(problem, schedule, ts, batch, statistics, rtol, atol, step
     def save(t, y, args):
         return dict(args.snapshot(problem, y, statistics), error=y["acc"])
 
+    term = diffrax.ODETerm(lambda t, y, args: args.field(t, y))
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: args.field(t, y)), StructuredKvaerno5(), t0=0.0,
-        t1=ts[-1], dt0=None, y0=y0, args=dyn, saveat=diffrax.SaveAt(ts=ts, fn=save),
+        term, solver, t0=0.0, t1=ts[-1],
+        dt0=_initial_step(stepsize_controller, term, solver, ts, y0, dyn), y0=y0, args=dyn,
+        saveat=diffrax.SaveAt(ts=ts, fn=save),
         stepsize_controller=stepsize_controller, adjoint=adjoint,
         event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
     error = sol.ys.pop("error")
@@ -463,8 +483,12 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
     def save(t, V, args):
         return _snapshot(args[0], V, statistics)
 
+    term = diffrax.ODETerm(vector_field)
+    if dt0 is None:
+        dt0 = _initial_step(stepsize_controller, term, solver, ts, problem.V0,
+                            (problem, schedule, batch))
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), solver, t0=0.0, t1=ts[-1], dt0=dt0, y0=problem.V0,
+        term, solver, t0=0.0, t1=ts[-1], dt0=dt0, y0=problem.V0,
         args=(problem, schedule, batch), saveat=diffrax.SaveAt(ts=ts, fn=save),
         stepsize_controller=stepsize_controller, adjoint=adjoint,
         event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)

@@ -20,10 +20,15 @@ stage $z = \zeta + h\alpha f(t_i, z)$ is reduced to an equation for the summary 
 fixed $(u, a)$ the stage is a per-mode *linear* solve (a $n\times n$ solve for $C$ and a
 Sylvester equation for $F$, elementwise divisions when $n = 1$), so the stage's summary must
 satisfy $u = \Phi(u)$ with $\Phi(u) = \operatorname{summary}(z(u))$ — a system of a few unknowns,
-solved by a simplified Newton iteration whose Jacobian (forward-mode, a few passes over the
-modes) is formed once per step. No $J\times J$ (or $Jp^2\times Jp^2$) Jacobian, cost $O(J)$ per
+solved by Newton's method. Each correction is one pass over the modes that evaluates the stage
+blocks at the current $u$ together with their forward-mode derivatives along the few directions
+of $u$: the exact Jacobian of this stage and the tangent with which the blocks are carried to
+the corrected $u$ (exact when the dynamics are affine in $u$, as for least squares, so one
+correction per stage does it). No $J\times J$ (or $Jp^2\times Jp^2$) Jacobian, cost $O(J)$ per
 pass, unconditionally stable in the stiff modes (L-stable: $\gamma\lambda_{\max}h$ may be
-$10^{12}$).
+$10^{12}$). The stages are unrolled, so a step is a fixed sequence of fused passes (about ten
+per stage at $n = 1$ after XLA's fusion, plus the controller's), which at $10^4$ modes is what
+its cost is made of.
 
 Error control. The state is held in coordinates where the quantity that decays is a state
 variable of its own (for SGD, moments of $X - X^*$ instead of $X$: the risk is then not a
@@ -31,10 +36,12 @@ difference of large numbers). The controller holds to `rtol`/`atol` (max norm) t
 of the **aggregates the outputs are made of** — $\sum_j w_j|\delta F_j|$ against
 $\sum_j w_j|F_j|$ for the weightings of the dynamics, e.g. $\omega_j\lambda_j$ (the matrix
 $B$, hence the risk) and $\omega_j$ (the distance) — entrywise, without cancellation between
-modes. A mode that has decayed to nothing does not hold the step back, merging or splitting
-modes does not change the step count, and no mode's error can hide in a difference. The Newton
-iteration's remaining relative residual on the summary enters the estimate too, so a step
-whose stage equations were not solved to `rtol` is rejected.
+modes, plus optional constant floors (`AbstractModeDynamics.error_floor`: a block that
+decays next to a constant one, like $C$ next to the target's $T$, is held relative to what it
+is added to). A mode that has decayed to nothing does not hold the step back, merging or
+splitting modes does not change the step count, and no mode's error can hide in a difference.
+The Newton iteration's remaining relative residual on the summary enters the estimate too, so
+a step whose stage equations were not solved to `rtol` is rejected.
 """
 
 import abc
@@ -231,6 +238,9 @@ KV5_B = tuple(map(float, _KV5.b_sol))
 KV5_BERR = tuple(map(float, _KV5.b_error))
 
 _S = len(KV5_C)
+_A_FULL = np.zeros((_S, _S))  # row i: stage i's coefficients of k_0 .. k_{i-1}
+for _i, _row in enumerate(KV5_A):
+    _A_FULL[_i + 1, :len(_row)] = _row
 _ALPHA = KV5_DIAG[1]
 assert np.allclose(KV5_DIAG[1:], _ALPHA)
 
@@ -276,9 +286,16 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
 
     - `newton_steps`: Newton corrections per stage (default: 1 when the dynamics are `affine`
       in their summary, else 2).
+    - `unroll`: trace the stages one after the other (True) or as one loop body (False).
+      Unrolled runs faster (fewer, fused passes: 1.4x on least squares at $10^4$ modes) and
+      compiles slower (its gradient about 2x: 21 s against 11 s for least squares, 40 s
+      against 20 s for logistic regression, on 2 cores). Default: unrolled when the dynamics
+      are `affine` (one cheap correction per stage), else a loop (two corrections through
+      the loss's moments: the unrolled graph is large, the runtime gain 15%).
     """
 
     newton_steps: int | None = eqx.field(static=True, default=None)
+    unroll: bool | None = eqx.field(static=True, default=None)
 
     def init(self, terms, t0, t1, y0, args):
         return _first_derivative(args, t0, y0)
@@ -339,14 +356,9 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
             dk, ds_k = steer((dk, ds_k))
             return k, dk, s_k, ds_k
 
-        for i in range(1, _S):
-            ti = t0 + KV5_C[i] * (t1 - t0)
-            row = KV5_A[i - 1]
-            base = {name: y0[name] + h * _combine(row, [k[name] for k in ks])
-                    for name in ("F", "C", "aux")}
-            s_base = u0 + h * _combine(row, sks)
-            # Predictor: the previous stage's derivative over the implicit part of this stage.
-            x = jnp.concatenate([s_base + c * sks[-1], base["aux"] + c * ks[-1]["aux"]])
+        def solve_stage(ti, base, s_base, x):
+            """Newton on the stage's summary from the predictor `x`: the stage derivative, its
+            summary and the relative residual left."""
             deltas = []
             for _ in range(newton_steps):
                 k, dk, s_k, ds_k = linearized(x, ti, base)
@@ -375,15 +387,56 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
                 theta = jnp.where(deltas[-2] > 0, theta, 0.0)
                 res = jnp.minimum(theta, 1.0) * deltas[-1] / (1.0 - jnp.minimum(theta, 0.9))
                 res = res / scale
-            res_max = jnp.maximum(res_max, res)
-            ks.append(k)
-            sks.append(s_k)
+            return k, s_k, res
+
+        names = ("F", "C", "aux")
+        unroll = dyn.affine if self.unroll is None else self.unroll
+        if unroll:
+            for i in range(1, _S):
+                ti = t0 + KV5_C[i] * (t1 - t0)
+                row = KV5_A[i - 1]
+                base = {name: y0[name] + h * _combine(row, [k[name] for k in ks])
+                        for name in names}
+                s_base = u0 + h * _combine(row, sks)
+                # Predictor: the previous stage's derivative over the implicit part of this
+                # stage.
+                x = jnp.concatenate([s_base + c * sks[-1], base["aux"] + c * ks[-1]["aux"]])
+                k, s_k, res = solve_stage(ti, base, s_base, x)
+                res_max = jnp.maximum(res_max, res)
+                ks.append(k)
+                sks.append(s_k)
+            y1 = {name: base[name] + c * ks[-1][name] for name in names}
+            u1 = s_base + c * sks[-1]
+        else:
+            # The same stages in a loop (one traced copy of the stage: compiles several times
+            # faster; the stage derivatives are stacked, the combinations read all of them
+            # with the zero coefficients of the later stages).
+            table = jnp.asarray(_A_FULL, dtype)
+            nodes = jnp.asarray(KV5_C, dtype)
+
+            def body(i, carry):
+                K, SK, res_max, _ = carry
+                row = table[i]
+                base = {name: y0[name] + h * _combine_stacked(row, K[name]) for name in names}
+                s_base = u0 + h * _combine_stacked(row, SK)
+                x = jnp.concatenate([s_base + c * SK[i - 1], base["aux"] + c * K["aux"][i - 1]])
+                k, s_k, res = solve_stage(t0 + nodes[i] * (t1 - t0), base, s_base, x)
+                K = {name: K[name].at[i].set(k[name]) for name in names}
+                z = ({name: base[name] + c * k[name] for name in names}, s_base + c * s_k)
+                return K, SK.at[i].set(s_k), jnp.maximum(res_max, res), z
+
+            K = {name: jnp.zeros((_S,) + k0[name].shape, dtype).at[0].set(k0[name])
+                 for name in names}
+            SK = jnp.zeros((_S, nu), dtype).at[0].set(s_k0)
+            z0 = ({name: y0[name] for name in names}, u0)
+            K, SK, res_max, (y1, u1) = jax.lax.fori_loop(1, _S, body, (K, SK, res_max, z0))
+            ks = [{name: K[name][j] for name in names} for j in range(_S)]
+            sks = [SK[j] for j in range(_S)]
         # The tableau is stiffly accurate: y1 is the last stage value itself. (Summing
         # y0 + h sum b_i k_i instead leaves eps |y0| of a stiff mode that has decayed, and the
         # carried f(t1, y1) would then inject it back times h lambda at the next step.)
-        y1 = {name: base[name] + c * ks[-1][name] for name in ("F", "C", "aux")}
-        u1 = s_base + c * sks[-1]  # the summary of y1 (the last stage's, solved)
-        err = {name: h * _combine(KV5_BERR, [k[name] for k in ks]) for name in ("F", "C", "aux")}
+        # u1 is the summary of y1 (the last stage's, solved).
+        err = {name: h * _combine(KV5_BERR, [k[name] for k in ks]) for name in names}
         local = jnp.max(jnp.abs(h * _combine(KV5_BERR, sks)))
         weights = dyn.error_weights()
         y1 = dict(y1, u=u1, res=y0["res"], acc=y0["acc"] + local,
@@ -415,6 +468,14 @@ def _combine(coeffs, xs):
         term = a * x
         out = term if out is None else out + term
     return jnp.zeros_like(xs[0]) if out is None else out
+
+
+def _combine_stacked(coeffs, stacked):
+    r"""$\sum_i c_i x_i$ over the leading (stage) axis for traced coefficients, unrolled."""
+    out = coeffs[0] * stacked[0]
+    for i in range(1, stacked.shape[0]):
+        out = out + coeffs[i] * stacked[i]
+    return out
 
 
 def _along(d, delta):
