@@ -159,8 +159,8 @@ def test_phase_transition_closed_form_vs_quadrature():
         dens = np.sqrt((b - x) * (x - a)) / (2 * np.pi * sc * rho * x)
         dx = 2 * (b - a) * np.sin(th) * np.cos(th) * (np.pi / 2) / 4000
         integral = mass * np.sum(x**2 / (x - a) * dens * dx)
-        np.testing.assert_allclose(hsgd.theory.phase_transition_stepsize(n, d), 2 * n / (d * integral),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(hsgd.theory.phase_transition_stepsize(n, d),
+                                   2 * n / (d * integral), rtol=1e-5)
         np.testing.assert_allclose(hsgd.theory.marchenko_pastur_edge(n, d), a, rtol=1e-12)
 
 

@@ -3,7 +3,6 @@ blocks are not run here; the toml ones are checked by test_cli.py). A README blo
 slow for the suite is made cheaper in the README itself, never here."""
 
 import math
-import os
 import re
 from pathlib import Path
 
