@@ -11,6 +11,8 @@ import numpy as np
 
 from .._checks import check_learning_rate, probe_times
 from .._problem import FiniteProblem
+from .._results import Runs
+from .._risk import observe, risks_of
 
 # Default Euler–Maruyama step: min(_DT_CAP, _DT_SCALE / (gamma_max * lambda_max)); see default_dt.
 _DT_CAP = 0.05
@@ -82,6 +84,31 @@ def streaming_arguments(problem, optimizer, ts, num_paths, dt, solver, coupled, 
     return (schedule, jnp.asarray(ts_np, dtype), jnp.asarray(grid, dtype),
             jnp.asarray(optimizer.batch, dtype), num_paths,
             diffrax.Euler() if solver is None else solver)
+
+
+def streaming_runs(problem, drift, diffusion, ts, grid, key, num_paths, solver, coupled, blowup,
+                   risk_samples):
+    r"""Sample a streaming cell's paths of $X$ (call inside `jit`): stopped once $\max|B|$
+    passes `blowup`$\,\times(1 + \max|B(0)|)$, recording $B = W^\top KW$ and $\|X - X^*\|^2$
+    at `ts`, and their risk $h(B)$ by the independent estimator (`hsgd._risk`) on a key stream of
+    its own (one key per path and time). Returns [`Runs`][hsgd.Runs]."""
+    lam = problem.spectrum.eigenvalues.astype(ts.dtype)
+    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
+
+    def blew_up(t, X, args, **kwargs):
+        W = jnp.concatenate([X, problem.X_star], axis=1)
+        B = (W.T * lam) @ W
+        return ~(jnp.max(jnp.abs(B)) < bound)
+
+    def save(t, X, args):
+        return observe(problem, X)
+
+    (B, dist), unsaved = sample_paths(problem.X0, drift, diffusion, blew_up, save, ts, grid, key,
+                                      num_paths, solver, coupled)
+    keys = jax.random.split(jax.random.fold_in(key, 0x7269736B), B.shape[0] * B.shape[1])
+    risk, se = risks_of(problem.loss, B, keys.reshape((*B.shape[:2], *keys.shape[1:])),
+                        risk_samples)
+    return Runs.from_paths(ts, risk, B, dist, bound, failed=unsaved, risk_se=se)
 
 
 def _step_grid(ts: np.ndarray, dt: float) -> np.ndarray:

@@ -25,8 +25,8 @@ from .._optimizer import SGD
 from .._problem import Problem
 from .._registry import register
 from .._results import Runs
-from .._risk import DEFAULT_RISK_SAMPLES, observe, risks_of
-from .common import sample_paths, streaming_arguments
+from .._risk import DEFAULT_RISK_SAMPLES
+from .common import streaming_arguments, streaming_runs
 
 
 @register("sde", Problem, SGD)
@@ -123,19 +123,5 @@ def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, 
         scale = schedule(t).astype(X.dtype) / jnp.sqrt(batch) * noise_scale
         return lx.FunctionLinearOperator(lambda dB: scale * (dB @ L.T), shape)
 
-    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
-
-    def blew_up(t, X, args, **kwargs):
-        W = jnp.concatenate([X, X_star], axis=1)
-        B = (W.T * lam) @ W
-        return ~(jnp.max(jnp.abs(B)) < bound)
-
-    def save(t, X, args):
-        return observe(problem, X)
-
-    (B, dist), unsaved = sample_paths(problem.X0, drift, diffusion, blew_up, save, ts, grid, key,
-                                      num_paths, solver, coupled)
-    # The risk from the saved B, on a stream of its own (one key per path and time).
-    keys = jax.random.split(jax.random.fold_in(key, 0x7269736B), B.shape[0] * B.shape[1])
-    risk, se = risks_of(loss, B, keys.reshape((*B.shape[:2], *keys.shape[1:])), risk_samples)
-    return Runs.from_paths(ts, risk, B, dist, bound, failed=unsaved, risk_se=se)
+    return streaming_runs(problem, drift, diffusion, ts, grid, key, num_paths, solver, coupled,
+                          blowup, risk_samples)
