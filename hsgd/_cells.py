@@ -3,6 +3,7 @@
 
                   | SGD                          | HeavyBall                   | SignSGD
     Problem       | ode, simulate, sde           | —                           | ode, simulate, sde
+                  |                              |                             | (LS; logistic β = 1)
     FiniteProblem | ode, volterra, simulate, sde | ode (recursion), simulate   | —
 """
 

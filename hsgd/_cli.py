@@ -249,6 +249,7 @@ def run(job: Job, out: Path) -> int:
     prob, ts, opt = job.problem, job.ts, job.optimizer
     cfg = job.config
     label = job.conventions.ode_label
+    simulated = job.conventions.simulated(opt)
     print(f"hsgd run: loss={cfg['problem']['loss']} d={prob.d} "
           f"spectrum={cfg['problem']['spectrum']['kind']} optimizer={job.name} "
           f"{_describe(opt)} t in [0, {ts[-1]:g}] methods={','.join(job.methods)}", flush=True)
@@ -276,10 +277,11 @@ def run(job: Job, out: Path) -> int:
     if "sgd" in job.methods:
         start = time.perf_counter()
         sgd = _call("simulate", prob, opt, ts, jax.random.PRNGKey(job.sgd_seed),
-                    num_runs=job.sgd_runs, progress=simulation("sgd"))
+                    num_runs=job.sgd_runs, progress=simulation(simulated.lower()))
         jax.block_until_ready(sgd.risk)
         timings["sgd_s"] = time.perf_counter() - start
-        print(f"  sgd: {timings['sgd_s']:.2f} s for {job.sgd_runs} runs", flush=True)
+        print(f"  sgd: {timings['sgd_s']:.2f} s for {job.sgd_runs} {simulated} runs",
+              flush=True)
         summary["sgd_diverged_runs"] = int(np.sum(np.asarray(sgd.diverged)))
         if summary["sgd_diverged_runs"]:
             first = float(np.min(np.asarray(sgd.divergence_time)))
@@ -308,9 +310,9 @@ def run(job: Job, out: Path) -> int:
         summary["max_rel_error"], reason = _max_relative(ts, ode_sol.risk, sgd.mean())
         if reason:
             summary["max_rel_error_reason"] = reason
-    _print_table(ts, ode_sol, sgd, rel, sde_res)
+    _print_table(ts, ode_sol, sgd, rel, sde_res, simulated)
     if "max_rel_error" in summary and summary["max_rel_error"] is not None:
-        print(f"max |ODE - SGD mean| / SGD mean over the saved times: "
+        print(f"max |ODE - {simulated} mean| / {simulated} mean over the saved times: "
               f"{summary['max_rel_error']:.4f}")
     for key in ("max_rel_error_reason", "max_rel_error_sde_reason"):
         if key in summary:
@@ -321,7 +323,8 @@ def run(job: Job, out: Path) -> int:
     png = risk_figure(ts, None if ode_sol is None else ode_sol.risk,
                       None if sgd is None else sgd.risk,
                       title=f"{cfg['problem']['loss']}, d = {prob.d}", log_time=log_time,
-                      sde_risk=None if sde_res is None else sde_res.risk)
+                      sde_risk=None if sde_res is None else sde_res.risk,
+                      simulated=simulated)
     write_atomic(out / "risk.png", png)
     print(f"wrote {out / 'curves.csv'}, {out / 'summary.json'}, {out / 'risk.png'}")
     return 0
@@ -378,7 +381,7 @@ def run_finite(job: Job, out: Path) -> int:
         elif name == "simulate":
             res = _call(name, prob, opt, cell_ts, jax.random.PRNGKey(job.sgd_seed),
                         num_runs=job.sgd_runs,
-                        progress=simulation(conv.simulation_label.lower()))
+                        progress=simulation(conv.simulated(opt).lower()))
         else:  # sde: the summed mini-batch follows the same diffusion in epochs
             res = _call(name, prob, conv.deterministic(opt), cell_ts,
                         jax.random.PRNGKey(job.sgd_seed + 1), num_paths=job.sde_paths)
@@ -428,7 +431,7 @@ def run_finite(job: Job, out: Path) -> int:
                                    "gamma"], rows)
     write_json(out / "summary.json", summary)
     names = {"ode": "ODE", "volterra": "Volterra", "recursion": "recursion",
-             "sgd": conv.simulation_label, "sde": "SDE"}
+             "sgd": conv.simulated(opt), "sde": "SDE"}
     lines = {names[m]: c for m, c in curves.items() if m not in ("sgd", "sde")}
     bands = {names[m]: c for m, c in curves.items() if m in ("sgd", "sde")}
     title = (f"{cfg['problem']['data']}, n = {prob.n}, d = {int(prob.d)}, {job.name}, "
@@ -502,8 +505,9 @@ def _cell(v, width, fmt):
     return f"{v:{width}{fmt}}" if np.isfinite(v) else f"{'—':>{width}}"
 
 
-def _print_table(ts, ode_sol, sgd, rel, sde_res=None):
-    header = f"{'t':>10} {'ODE risk':>12} {'SGD mean':>12} {'± std':>10} {'rel err':>9}"
+def _print_table(ts, ode_sol, sgd, rel, sde_res=None, simulated="SGD"):
+    header = (f"{'t':>10} {'ODE risk':>12} {simulated + ' mean':>12} {'± std':>10} "
+              f"{'rel err':>9}")
     if sde_res is not None:
         header += f" {'SDE mean':>12} {'± std':>10}"
     print(header)

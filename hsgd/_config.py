@@ -30,7 +30,7 @@ import numpy as np
 
 from ._checks import is_traced
 from ._loss import AbstractLoss, CustomLoss, LeastSquares, Logistic, PhaseRetrieval, Softmax
-from ._noise import BernoulliTeacher, GaussianNoise, NoNoise
+from ._noise import BernoulliTeacher, GaussianNoise, NoNoise, StudentTNoise
 from ._optimizer import SGD, AbstractOptimizer, HeavyBall
 from ._problem import FiniteProblem, Problem
 from ._problem.finite import read_npz
@@ -86,7 +86,8 @@ DEFAULT = {
 }
 
 _PROBLEM_KEYS = {"kind", "loss", "d", "target_norm", "init_norm", "target_weight", "overlap",
-                 "cosine", "seed", "spectrum", "noise_std", "num_classes", "m", "m_star", "noise"}
+                 "cosine", "seed", "spectrum", "noise_std", "num_classes", "m", "m_star", "noise",
+                 "noise_nu", "noise_scale"}
 _SPECTRUM_KEYS = {
     "power_law": {"kind", "alpha", "normalize"},
     "uniform": {"kind", "low", "high"},
@@ -142,7 +143,8 @@ class Conventions:
       limit and $\psi(\infty)$, $R(\infty)$ at a constant $\gamma$ (None: unknown, and
       `stepsize_unit = "limit"` is an error); `single_row_note`: warn when $\gamma$ passes
       $2/\max_i\|a_i\|^2$.
-    - `simulation_label`: the simulated optimiser in plots.
+    - `simulation_label`: the simulated optimiser in tables and plots (None: the optimizer's
+      `label`, e.g. "SGD", "signSGD", "SGD+M").
     """
 
     ode_label: str = "ode"
@@ -156,7 +158,11 @@ class Conventions:
     limit_loss: Callable | None = None
     limit_risk: Callable | None = None
     single_row_note: bool = False
-    simulation_label: str = "SGD"
+    simulation_label: str | None = None
+
+    def simulated(self, optimizer) -> str:
+        """The simulated optimiser's name: `simulation_label`, else `optimizer.label`."""
+        return self.simulation_label or optimizer.label
 
 
 def _beta(problem, optimizer):
@@ -181,8 +187,7 @@ CONVENTIONS = {
         limit=lambda p, o: momentum_stepsize_limit(p, o.momentum, _zeta(p, o)),
         limit_label="SGD+M",
         limit_loss=lambda p, o, g: momentum_limit_loss(p, g, o.momentum, _zeta(p, o)),
-        limit_risk=lambda p, o, g: momentum_limit_risk(p, g, o.momentum, _zeta(p, o)),
-        simulation_label="SGD+M"),
+        limit_risk=lambda p, o, g: momentum_limit_risk(p, g, o.momentum, _zeta(p, o))),
 }
 _DEFAULT_CONVENTIONS = Conventions()
 
@@ -805,15 +810,17 @@ def _loss(cfg: dict) -> AbstractLoss:
     if not isinstance(name, str):
         raise ConfigError(f"problem.loss must be a string, got {name!r}")
     noise_std = _float(cfg, "noise_std", "problem", minimum=0.0, default=0.0)
-    allowed = {"least_squares": {"noise_std"}, "phase_retrieval": {"noise_std"},
-               "logistic": set(), "softmax": {"num_classes"}}
-    extra = {"noise_std", "num_classes", "m", "m_star", "noise"} & set(cfg)
+    allowed = {"least_squares": {"noise_std", "noise", "noise_nu", "noise_scale"},
+               "phase_retrieval": {"noise_std"}, "logistic": set(), "softmax": {"num_classes"}}
+    extra = {"noise_std", "num_classes", "m", "m_star", "noise", "noise_nu",
+             "noise_scale"} & set(cfg)
     if name in _LOSSES:
         bad = extra - allowed[name]
         if bad:
             raise ConfigError(f"problem.{sorted(bad)[0]} does not apply to loss {name!r}")
         if name == "least_squares":
-            return LeastSquares(noise_std)
+            noise = _label_noise(cfg)
+            return LeastSquares(noise_std) if noise is None else LeastSquares(noise=noise)
         if name == "phase_retrieval":
             return PhaseRetrieval(noise_std)
         if name == "logistic":
@@ -836,6 +843,29 @@ def _loss(cfg: dict) -> AbstractLoss:
     return CustomLoss(fn, m=_int(cfg, "m", "problem", minimum=1, default=1),
                       m_star=_int(cfg, "m_star", "problem", minimum=1, default=1),
                       noise=noises[noise_name])
+
+
+def _label_noise(cfg: dict):
+    """Least squares' label noise: `noise = "gaussian"` (the default; `noise_std`; None is
+    returned) or `"student_t"` (`noise_nu` > 0 degrees of freedom, `noise_scale` > 0, default
+    1)."""
+    kind = cfg.get("noise", "gaussian")
+    keys = {"gaussian": {"noise_std"}, "student_t": {"noise_nu", "noise_scale"}}
+    if kind not in keys:
+        raise ConfigError(f"problem.noise must be one of {list(keys)} for least_squares, got "
+                          f"{kind!r}")
+    bad = ({"noise_std", "noise_nu", "noise_scale"} & set(cfg)) - keys[kind]
+    if bad:
+        raise ConfigError(f"problem.{sorted(bad)[0]} does not apply to noise {kind!r} (the "
+                          f"keys of {kind!r} are {sorted(keys[kind])})")
+    if kind == "gaussian":
+        return None
+    if "noise_nu" not in cfg:
+        raise ConfigError("problem.noise = 'student_t' needs problem.noise_nu (the degrees of "
+                          "freedom, e.g. 1.5)")
+    nu = _float(cfg, "noise_nu", "problem", minimum=0.0)
+    scale = _float(cfg, "noise_scale", "problem", minimum=0.0, default=1.0)
+    return _wrap("problem.noise_nu", lambda: StudentTNoise(nu, scale))
 
 
 def _spectrum(cfg: dict, d: int, base: Path | None) -> Spectrum:

@@ -39,15 +39,15 @@ def _draw_curves(ax, ts, lines: dict, bands: dict, log_time: bool = False):
 
 
 def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: bool = False,
-                sde_risk=None):
-    """The ODE curve over the SGD (and homogenized-SGD) mean ± std bands, with faint single
-    runs. Returns PNG bytes.
+                sde_risk=None, simulated: str = "SGD"):
+    """The ODE curve over the simulated optimiser's (`simulated`, e.g. "signSGD") and the
+    homogenized SDE's mean ± std bands, with faint single runs. Returns PNG bytes.
 
     The risk axis is logarithmic when the curves span more than a decade; the time axis when
     `log_time` (a log-spaced grid)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    bands = {k: v for k, v in (("SGD", sgd_risk), ("SDE", sde_risk)) if v is not None}
+    bands = {k: v for k, v in ((simulated, sgd_risk), ("SDE", sde_risk)) if v is not None}
     _draw_curves(ax, ts, {} if ode_risk is None else {"ODE": ode_risk}, bands, log_time)
     ax.set_xlabel("t = iterations / d")
     ax.set_ylabel("risk")

@@ -1,4 +1,5 @@
-r"""The deterministic equivalent of one-pass signSGD on least squares (SPEC §11).
+r"""The deterministic equivalent of one-pass signSGD (SPEC §11): least squares, and logistic
+regression at batch 1.
 
 For $K$ diagonal in the coordinates (hsgd's eigenbasis), $x \leftarrow x - (\gamma/d)
 \operatorname{sign}(G)$ with $G$ the mini-batch mean of $a\otimes\nabla_x f$ has, per mode $j$,
@@ -23,6 +24,24 @@ $\gamma\sqrt{\lambda_j}\kappa$ spanning the spectrum, $\kappa$ growing as the ri
 the system is posed as an [`AbstractModeDynamics`][] (one unknown per mode, the coupling
 summary $\tau^2$) and integrated by [`StructuredKvaerno5`][]: error-controlled, L-stable and
 differentiable.
+
+**Logistic regression, batch 1** (SPEC §11's remark). With $y\in\{0, 1\}$ and
+$\sigma(r)\in(0, 1)$, $\operatorname{sign}(a_j(\sigma(a^\top x) - y)) =
+\operatorname{sign}(a_j)(1 - 2y)$ exactly: the sign does not depend on the iterate, so
+$J_s = [0, -2s^*]$ with $s^* = \mathbb{E}\sigma'(x^*)$, a constant of the problem. The mean
+sign is $\mathbb{E}[\operatorname{sign}G_j] = -2s^*\sqrt{2\lambda_j/\pi}\,x^*_j$ (to
+$O(d^{-3/2})$) and $\operatorname{sign}G_j\operatorname{sign}G_k = \operatorname{sign}a_j
+\operatorname{sign}a_k$ has mean 0 for $j\ne k$ and 1 for $j = k$, so per mode, with
+$r_j = \sqrt{2\lambda_j/\pi}$ and $e = x - x^*$,
+
+$$c_j' = 2\gamma r_js^*\,d\,x_j^{*2},\qquad v_j' = 4\gamma r_js^*\,c_j + \gamma^2:$$
+
+the iterate drifts along $K^{1/2}x^*$ at a constant rate and diffuses at $\gamma^2$ per mode,
+with no feedback (no fixed point: the risk $h(B)$ falls, then rises again as $x$ overshoots and
+its noise accumulates). Closed form for a constant $\gamma$: $c_j(t) = c_j(0) +
+2\gamma r_js^*t\,d\,x_j^{*2}$, $v_j(t) = v_j(0) + 4\gamma r_js^*t\,c_j(0) +
+(2\gamma r_js^*t)^2d\,x_j^{*2} + \gamma^2t$. For $\beta > 1$ the sign of a batch sum depends on
+the iterate and $J_s$ has no closed form here (refused).
 """
 
 import diffrax
@@ -34,7 +53,9 @@ import optimistix as optx
 from jaxtyping import Array
 
 from .._blowup import after_first, nan_where
+from .._expectations import trapezoid_normal_nodes
 from .._loss.least_squares import LeastSquares
+from .._loss.logistic import Logistic
 from .._noise import GaussianNoise, NoNoise
 from .._optimizer.sign_sgd import SignSGD
 from .._problem import Problem
@@ -88,6 +109,34 @@ def check_noise(loss, batch):
                          f"got batch={batch!r}")
 
 
+def check_loss(loss, batch):
+    r"""A `ValueError`/`TypeError` unless signSGD's ODE (and homogenized SDE) exist for `loss`
+    at `batch`: least squares as [`check_noise`][hsgd._dynamics.streaming_signsgd.check_noise]
+    says, or [`Logistic`][] at batch 1 (module docstring)."""
+    if isinstance(loss, Logistic):
+        if isinstance(batch, jax.core.Tracer) or float(batch) != 1.0:
+            raise ValueError(f"SignSGD's ODE for Logistic exists for batch = 1 only (the sign "
+                             f"of a batch sum depends on the iterate; SPEC §11, not checked): "
+                             f"got batch={batch!r}")
+        return
+    if not isinstance(loss, LeastSquares):
+        raise TypeError(f"SignSGD's deterministic equivalent (SPEC §11) is implemented for "
+                        f"LeastSquares and Logistic (batch 1), got {type(loss).__name__}: for "
+                        f"other losses the sign-gradient map J_s has no closed form here (not "
+                        f"checked)")
+    check_noise(loss, batch)
+
+
+def logistic_target_slope(B_target):
+    r"""$s^* = \mathbb{E}\,\sigma'(x^*)$, $x^*\sim N(0, B_{**})$: the logistic sign map is
+    $J_s = [0, -2s^*]$ at batch 1 (module docstring). On the trapezoid rule of
+    [`trapezoid_normal_nodes`][] (error below $10^{-40}$ for $B_{**}\le 100$)."""
+    dtype = jnp.result_type(B_target, float)
+    z, w = (jnp.asarray(a, dtype) for a in trapezoid_normal_nodes())
+    sig = jax.nn.sigmoid(jnp.sqrt(jnp.maximum(B_target, 0.0)) * z)
+    return (sig * (1.0 - sig)) @ w
+
+
 def sign_kappa(noise, tau2, batch=1):
     r"""$\kappa(\tau^2)$ of SPEC §11: $J_s = \kappa\,[1, -1]$, the slope of the expected
     gradient sign in the residual.
@@ -130,6 +179,8 @@ class SignSGDModes(AbstractModeDynamics):
     Linear system at the summary $u = \tau^2$: $A_j = -\gamma\sqrt{2\lambda_j/\pi}\,
     \kappa(\tau^2)$, $\bar A_j = 0$ (the error decouples from the target), forcing
     $N_j = \gamma^2/s_j$. Not affine in $\tau^2$ (two Newton corrections per stage).
+    Logistic (batch 1, `target_slope` $= s^*$): $A_j = 0$, $\bar A_j = 2\gamma s^*
+    \sqrt{2\lambda_j/\pi}$, the same forcing, independent of the summary.
     """
 
     noise: object
@@ -140,6 +191,7 @@ class SignSGDModes(AbstractModeDynamics):
     target: Array
     weighted: Array
     mass: Array
+    target_slope: Array | None = None  # s* for Logistic; None for least squares
     affine: bool = eqx.field(static=True, default=False)
 
     @classmethod
@@ -154,9 +206,12 @@ class SignSGDModes(AbstractModeDynamics):
         tr = (E + Vtt)[0, 0]
         mean_tr = jnp.sum(w * tr)
         scale = jnp.maximum(tr, 1e-6 * jnp.where(mean_tr > 0, mean_tr, 1.0))
+        logistic = isinstance(problem.loss, Logistic)
+        slope = logistic_target_slope(problem.B0()[1, 1]) if logistic else None
         dyn = cls(noise=problem.loss.noise, schedule=schedule, batch=batch,
                   rate=jnp.sqrt(2.0 * lam / np.pi), scale=scale, target=Vtt / scale,
-                  weighted=w * lam * scale, mass=w * scale)
+                  weighted=w * lam * scale, mass=w * scale, target_slope=slope,
+                  affine=logistic)
         return dyn, E / scale, C / scale
 
     def summary_linear(self, F, C):
@@ -165,15 +220,24 @@ class SignSGDModes(AbstractModeDynamics):
     def summary_offset(self):
         return jnp.zeros((1,), self.weighted.dtype)
 
+    @property
+    def forcing_only(self) -> bool:
+        return self.target_slope is not None
+
     def kappa(self, tau2):
         return sign_kappa(self.noise, tau2, self.batch)
 
     def system(self, t, u, aux):
         dtype = u.dtype
         g = self.schedule(t).astype(dtype)
-        rate = -g * self.kappa(u[0]) * self.rate
-        return ModeSystem(A=rate[None, None, :], A_target=jnp.zeros((1, 1, 1), dtype),
-                          target=self.target, forcing=((g**2) / self.scale)[None, None, :],
+        forcing = ((g**2) / self.scale)[None, None, :]
+        if self.target_slope is None:  # least squares
+            A = (-g * self.kappa(u[0]) * self.rate)[None, None, :]
+            A_target = jnp.zeros((1, 1, 1), dtype)
+        else:  # logistic, batch 1: no feedback
+            A = jnp.zeros((1, 1, 1), dtype)
+            A_target = (2.0 * g * self.target_slope.astype(dtype) * self.rate)[None, None, :]
+        return ModeSystem(A=A, A_target=A_target, target=self.target, forcing=forcing,
                           aux_rate=jnp.zeros((0,), dtype))
 
     def error_weights(self):
@@ -220,10 +284,10 @@ def ode(problem: Problem, optimizer: SignSGD, ts, *, statistics: dict | None = N
 
     **Arguments:**
 
-    - `problem`: a [`Problem`][] with a [`LeastSquares`][] loss (other losses are refused:
-      SPEC §11 gives no closed form for them). Noise: Gaussian or none (any batch), or any
-      noise law with a symmetric `density` (e.g. [`StudentTNoise`][], any $\nu > 0$) at
-      batch 1.
+    - `problem`: a [`Problem`][] with a [`LeastSquares`][] loss — noise Gaussian or none (any
+      batch), or any noise law with a symmetric `density` (e.g. [`StudentTNoise`][], any
+      $\nu > 0$) at batch 1 — or a [`Logistic`][] loss at batch 1 (module docstring: the sign
+      does not feed back). Other losses are refused: SPEC §11 gives no closed form for them.
     - `optimizer`: [`SignSGD`][] (learning rate $\gamma(t)\ge 0$, batch $\beta$).
     - `ts`: non-decreasing output times $t = k/d\ge 0$.
     - `statistics`: optional dict name → [`Statistic`][] of the per-mode $V_j$.
@@ -233,7 +297,8 @@ def ode(problem: Problem, optimizer: SignSGD, ts, *, statistics: dict | None = N
       (default `RecursiveCheckpointAdjoint()`: `jax.grad` works).
 
     **Returns:** a [`Solution`][]: `risk` $\tfrac12(\tau^2 + \mathbb{E}\varepsilon^2)$ (the
-    excess risk $\tfrac12\tau^2$ for a noise without a variance, see [`LeastSquares`][]), `B`,
+    excess risk $\tfrac12\tau^2$ for a noise without a variance, see [`LeastSquares`][]; for
+    [`Logistic`][] the population risk $h(B)$), `B`,
     `distance` $\|x - x^*\|^2$, `gamma`, `error_estimate`; `gamma_crit` is NaN (signSGD has no
     critical learning rate: its steps are bounded, SPEC §11). It does not diverge.
 
@@ -245,7 +310,7 @@ def ode(problem: Problem, optimizer: SignSGD, ts, *, statistics: dict | None = N
     sol = hsgd.ode(prob, hsgd.SignSGD(0.5), jnp.linspace(0, 20, 41))
     ```
     """
-    check_noise(problem.loss, optimizer.batch)
+    check_loss(problem.loss, optimizer.batch)
     statistics = {} if statistics is None else dict(statistics)
     dtype = problem.V0.dtype
     ts = jnp.asarray(ts, dtype=dtype)
@@ -291,7 +356,10 @@ def _solve(problem, schedule, ts, batch, statistics, rtol, atol, stepsize_contro
         throw=False)
     out = sol.ys
     loss = problem.loss
-    risk = 0.5 * (out["tau2"] + loss._floor(out["tau2"].dtype))
+    if isinstance(loss, Logistic):
+        risk = jax.vmap(loss.risk)(out["B"])
+    else:
+        risk = 0.5 * (out["tau2"] + loss._floor(out["tau2"].dtype))
     ok = sol.result == diffrax.RESULTS.successful
     risk = eqx.error_if(risk, ~ok, "the signSGD ODE solver failed (max_steps reached or step "
                         "size collapsed); pass a larger max_steps")

@@ -39,6 +39,12 @@ class AbstractOptimizer(eqx.Module):
         entries."""
         return {}
 
+    @property
+    def label(self) -> str:
+        """The optimiser's name in tables and plots (`hsgd run`'s "signSGD mean" column, the
+        bands of its figure); the class name unless a subclass says otherwise."""
+        return type(self).__name__
+
     def for_simulation(self, problem) -> "AbstractOptimizer":
         r"""This optimizer as the real optimiser runs it on `problem`: fields that [`tune`][]
         and `vmap` treat as continuous but a simulator needs as integers (a batch size) are

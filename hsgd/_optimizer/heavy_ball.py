@@ -79,6 +79,10 @@ class HeavyBall(AbstractOptimizer):
             changes["batch_fraction"] = None
         return super().replace(**changes)
 
+    @property
+    def label(self) -> str:
+        return "SGD+M"
+
     def tunable(self, problem) -> dict[str, tuple[float, float]]:
         r"""`momentum` $\Delta\in(0, 0.99)$ and `batch_fraction` $\zeta\in(1/n, 1)$ (the
         recursion is differentiable in both)."""

@@ -54,6 +54,10 @@ class SignSGD(AbstractOptimizer):
         self.schedule = as_schedule(schedule)
         self.batch = checked_batch(batch)
 
+    @property
+    def label(self) -> str:
+        return "signSGD"
+
     def tunable(self, problem) -> dict[str, tuple[float, float]]:
         r"""`batch` $\beta\in(1, 256)$ on a streaming [`Problem`][] with Gaussian or no label
         noise (the ODE is differentiable in $\beta$ through $c_\beta$); nothing otherwise (the

@@ -32,7 +32,8 @@ import lineax as lx
 import numpy as np
 
 from .._custom_types import PRNGKey
-from .._dynamics.streaming_signsgd import check_noise, sign_kappa
+from .._dynamics.streaming_signsgd import check_loss, logistic_target_slope, sign_kappa
+from .._loss.logistic import Logistic
 from .._optimizer.sign_sgd import SignSGD
 from .._problem import Problem
 from .._registry import register
@@ -55,7 +56,8 @@ def sde(problem: Problem, optimizer: SignSGD, ts, key: PRNGKey, *, num_paths: in
     square root is taken with $|\mu|^2$ capped at 1, which only large batches reach), posed in
     the eigenbasis of $K$ (the covariance diagonal in the coordinates), started at
     `problem.X0`; $\kappa$ as in [`ode`][] (the same noise laws and batch sizes: least squares,
-    Gaussian noise at any $\beta$, a noise with a density at $\beta = 1$). Its paths have the
+    Gaussian noise at any $\beta$, a noise with a density at $\beta = 1$; and [`Logistic`][]
+    at $\beta = 1$, where $\mu = -2s^*\sqrt{2/\pi}\,K^{1/2}x^*$ is constant). Its paths have the
     mean and the $O(d^{-1/2})$ spread of signSGD ([`simulate`][]).
 
     **Arguments:** as for SGD's [`sde`][]: a `problem` with an instance, `optimizer` a
@@ -68,7 +70,7 @@ def sde(problem: Problem, optimizer: SignSGD, ts, key: PRNGKey, *, num_paths: in
     **Returns:** [`Runs`][] (`risk`, `risk_se`, `B`, `distance`, `diverged`,
     `divergence_time`), recorded as [`simulate`][] records signSGD.
     """
-    check_noise(problem.loss, optimizer.batch)
+    check_loss(problem.loss, optimizer.batch)
     schedule, ts, grid, batch, num_paths, solver = streaming_arguments(
         problem, optimizer, ts, num_paths, dt, solver, coupled, blowup)
     return _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, bool(coupled),
@@ -85,11 +87,20 @@ def _solve(problem, schedule, ts, grid, key, batch, num_paths, solver, coupled, 
     rate = jnp.sqrt(2.0 * lam / np.pi)[:, None]
     shape = jax.ShapeDtypeStruct(problem.X0.shape, problem.X0.dtype)
 
-    def mean_sign(X):
-        # E[sign G | X] = sqrt(2/pi) sqrt(lambda) kappa(tau^2) (x - x*)  (SPEC §11)
-        e = X - X_star
-        tau2 = jnp.sum(lam[:, None] * e**2)
-        return sign_kappa(noise, tau2, batch) * rate * e
+    if isinstance(problem.loss, Logistic):
+        # Batch 1: sign G = sign(a)(1 - 2y) exactly, so E[sign G] = -2 s* sqrt(2 lambda/pi) x*
+        # does not depend on X (the dynamics' module docstring).
+        B_target = jnp.sum(lam[:, None] * X_star**2)
+        constant = -2.0 * logistic_target_slope(B_target) * rate * X_star
+
+        def mean_sign(X):
+            return constant
+    else:
+        def mean_sign(X):
+            # E[sign G | X] = sqrt(2/pi) sqrt(lambda) kappa(tau^2) (x - x*)  (SPEC §11)
+            e = X - X_star
+            tau2 = jnp.sum(lam[:, None] * e**2)
+            return sign_kappa(noise, tau2, batch) * rate * e
 
     def drift(t, X, args):
         return -schedule(t).astype(X.dtype) * mean_sign(X)
