@@ -57,6 +57,7 @@ from ._optimizer import (
 )
 from ._plot import rate_map_figure as rate_map_figure, saturation_figure as saturation_figure
 from ._problem import (
+    PLRF as PLRF,
     AbstractProblem as AbstractProblem,
     FiniteProblem as FiniteProblem,
     Problem as Problem,

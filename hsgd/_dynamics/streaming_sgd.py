@@ -63,8 +63,11 @@ def _identity(lam):
     return lam
 
 
-def drift(problem: Problem, V, gamma, batch):
-    r"""The right-hand side $dV_j/dt$ for all modes (exposed for solvers and tests)."""
+def drift(problem: Problem, V, gamma, batch, inv_d=None):
+    r"""The right-hand side $dV_j/dt$ for all modes (exposed for solvers and tests).
+
+    With `inv_d` $= 1/d$ (least squares only) it adds the finite-$d$ self-interaction of
+    SPEC §8, $(1 + 1/\beta)(\gamma^2\lambda_j^2/d)\,GV_jG^\top$."""
     lam = problem.spectrum.eigenvalues
     loss = problem.loss
     m, p = loss.m, loss.p
@@ -74,7 +77,11 @@ def drift(problem: Problem, V, gamma, batch):
     E = jnp.zeros((p, p), V.dtype).at[:m, :m].set(mom.I)
     GV = jnp.einsum("ab,jbc->jac", G, V)
     lin = GV + jnp.swapaxes(GV, -1, -2)
-    return -gamma * lam[:, None, None] * lin + (gamma**2 / batch) * lam[:, None, None] * E
+    out = -gamma * lam[:, None, None] * lin + (gamma**2 / batch) * lam[:, None, None] * E
+    if inv_d is not None:
+        GVG = jnp.einsum("jac,bc->jab", GV, G)
+        out = out + ((1 + 1 / batch) * gamma**2 * inv_d) * lam[:, None, None] ** 2 * GVG
+    return out
 
 
 def _observe(problem: Problem, V, gamma, batch, statistics):
@@ -127,6 +134,9 @@ def least_squares_as_finite(problem: Problem, batch) -> FiniteProblem:
     and $e_j(0)^2 = u_j(0)$: its training loss is $\psi = h/\beta$. Diagonal plus rank one, so
     [`LinearKvaerno5`][] solves its stages exactly — much cheaper than a Newton iteration on
     the $J\times p\times p$ system, forward and in reverse mode. `batch` may be traced.
+
+    This is the $d\to\infty$ form (SPEC §1): it has no finite-$d$ self-interaction (SPEC §8),
+    so it matches `hsgd.ode(..., finite_d=False)`.
     """
     if not isinstance(problem.loss, LeastSquares):
         raise TypeError(f"least_squares_as_finite needs a LeastSquares loss, got "
@@ -151,7 +161,14 @@ class SGDModes(AbstractModeDynamics):
     $F' = -\gamma\lambda(J_xF + FJ_x^\top + (J_x + J_*)C^\top + C(J_x + J_*)^\top)
     + \frac{\gamma^2\lambda}{\beta}I(B)$: for least squares ($J_x + J_* = 0$) the error block
     decouples from the target, and the decaying risk is a state variable instead of the
-    difference $B_{11} - 2B_{12} + B_{22}$. Otherwise $U_j = V_j$. Mode $j$ is stored in units
+    difference $B_{11} - 2B_{12} + B_{22}$. Otherwise $U_j = V_j$.
+
+    Least squares at finite $d$ (`inv_d` $= 1/d$, SPEC §8): the error block gains the exact
+    self-interaction, $F_j' \mathrel{+}= (1 + 1/\beta)(\gamma^2\lambda_j^2/d)\,F_j$, so that
+    $dv_j/dt = -(2\gamma\lambda_j - (1 + 1/\beta)\gamma^2\lambda_j^2/d)\,v_j
+    + (\gamma^2\lambda_j/\beta)\,2h$ (the $C$ block, a first moment, is unchanged); it enters
+    as the free block's own generator (`ModeSystem.A_free`), so the stage solves stay exact.
+    `inv_d = None` is the $d\to\infty$ form of SPEC §1. Mode $j$ is stored in units
     of $s_j = \operatorname{tr}U_j(0)$ (floored at $10^{-6}$ of the mean), so the solver's
     tolerances are relative to each mode's own size; the mode axis is last. The summary is the
     upper triangle of $B_{xx}$ and $B_{x*}$ ($B_{**}$ is constant).
@@ -168,10 +185,12 @@ class SGDModes(AbstractModeDynamics):
     mass: Array
     error_coords: bool = eqx.field(static=True)
     affine: bool = eqx.field(static=True)
+    inv_d: Array | None = None
 
     @classmethod
-    def from_problem(cls, problem: Problem, schedule, batch):
-        """The dynamics and the initial blocks `(F, C)` (mode axis last) of a problem."""
+    def from_problem(cls, problem: Problem, schedule, batch, finite_d: bool = False):
+        """The dynamics and the initial blocks `(F, C)` (mode axis last) of a problem;
+        `finite_d`: the exact finite-$d$ form of least squares (SPEC §8; needs `problem.d`)."""
         loss = problem.loss
         m, ms = loss.m, loss.m_star
         V0 = jnp.moveaxis(problem.V0, 0, -1)  # (p, p, J)
@@ -192,9 +211,14 @@ class SGDModes(AbstractModeDynamics):
         Us = U / scale
         target = Us[m:, m:]
         weighted = w * lam * scale
+        inv_d = None
+        if finite_d:
+            _check_finite_d(problem)
+            inv_d = jnp.asarray(1.0 / problem.d, dtype)
         dyn = cls(loss=loss, schedule=schedule, batch=batch, lam=lam, scale=scale,
                   target=target, B_target=contract(target, weighted), weighted=weighted,
-                  mass=w * scale, error_coords=ec, affine=isinstance(loss, LeastSquares))
+                  mass=w * scale, error_coords=ec, affine=isinstance(loss, LeastSquares),
+                  inv_d=inv_d)
         return dyn, Us[:m, :m], Us[:m, m:]
 
     @property
@@ -257,10 +281,15 @@ class SGDModes(AbstractModeDynamics):
         if self.error_coords:
             Jt = Jx + Jt
         rate = -g * self.lam
-        return ModeSystem(A=Jx[:, :, None] * rate, A_target=Jt[:, :, None] * rate,
+        A = Jx[:, :, None] * rate
+        A_free = None
+        if self.inv_d is not None:  # SPEC §8: F' += (1 + 1/beta) g^2 lam^2 / d F
+            self_rate = (1 + 1 / self.batch) * g**2 * self.inv_d * self.lam**2
+            A_free = A + 0.5 * jnp.eye(m, dtype=dtype)[:, :, None] * self_rate
+        return ModeSystem(A=A, A_target=Jt[:, :, None] * rate,
                           target=self.target,
                           forcing=mom.I[:, :, None] * ((g**2 / self.batch) * self.lam / self.scale),
-                          aux_rate=jnp.zeros((0,), dtype))
+                          aux_rate=jnp.zeros((0,), dtype), A_free=A_free)
 
     def error_weights(self):
         # B's weights (so the risk) and the distance's (in error coordinates), each normalised
@@ -309,9 +338,27 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
         solver: diffrax.AbstractSolver | None = None,
         stepsize_controller: diffrax.AbstractStepSizeController | None = None,
         dt0=None, adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
-        blowup: float = 1e6) -> Solution:
+        blowup: float = 1e6, finite_d: bool | None = None, recursion: bool = False) -> Solution:
     r"""Solve the deterministic equivalent of one-pass SGD (SPEC §1) on the times `ts`: the
     cell [`Problem`][] × [`SGD`][] of [`hsgd.ode`][].
+
+    Least squares on a problem with a finite $d$ (an instance: [`Problem.random`][],
+    [`Problem.from_arrays`][], [`Problem.plrf`][]) is solved at that $d$ by default: the exact
+    continuous form of SPEC §8,
+
+    $$\frac{dv_j}{dt} = -\Big(2\gamma\lambda_j - \big(1 + \tfrac1\beta\big)
+    \frac{\gamma^2\lambda_j^2}{d}\Big)v_j + \frac{\gamma^2\lambda_j}{\beta}\,2h,\qquad
+    2h = \sum_j\omega_j\lambda_jv_j + \sigma^2,$$
+
+    whose self-interaction term the $d\to\infty$ ODE drops (relative size
+    $\gamma\lambda_j/d$: negligible for bounded $\lambda$, 10–30% on power laws whose top
+    eigenvalues are $O(d)$). `finite_d=False` solves the $d\to\infty$ form instead;
+    `recursion=True` runs the exact per-iteration recursion of SPEC §8 instead of any ODE
+    ([`exact_recursion`][hsgd._dynamics.streaming_exact.exact_recursion]: exact also during the
+    first iterations of modes with $\gamma\lambda_j/d = O(1)$, $O(d)$ per iteration). Both
+    finite-$d$ forms diverge exactly where SPEC §8's bound
+    ([`hsgd.theory.finite_d_stability`][]) fails, and report it (`diverged`,
+    `divergence_time`).
 
     The default solver, when the positive eigenvalues span more than a factor 100 (power laws:
     stiff), is [`StructuredKvaerno5`][] (SPEC §6): L-stable, with the stiff per-mode linear part
@@ -343,6 +390,10 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
       Default adjoint `RecursiveCheckpointAdjoint()` (so `jax.grad` works).
     - `blowup`: the solve stops and reports divergence when $\max|B|$ exceeds
       `blowup` $\times (1 + \max|B(0)|)$.
+    - `finite_d`: the exact finite-$d$ form (SPEC §8; least squares with an instance only).
+      Default: `True` for least squares when `problem.d` is known, else `False`.
+    - `recursion`: run the exact per-iteration recursion (least squares with an instance;
+      `ts` rounded to iterations $k = \operatorname{round}(td)$; only `blowup` applies).
 
     **Returns:** a [`Solution`][].
 
@@ -357,6 +408,16 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
     """
     schedule, batch = optimizer.schedule, optimizer.batch
     statistics = {} if statistics is None else dict(statistics)
+    if recursion:
+        if finite_d is False:
+            raise ValueError("recursion=True is the exact finite-d recursion (SPEC §8); it has "
+                             "no d -> infinity form: drop finite_d=False or recursion=True")
+        if statistics:
+            raise ValueError("recursion=True records risk, B and distance; statistics need "
+                             "the ODE (recursion=False)")
+        from .streaming_exact import exact_recursion
+        return exact_recursion(problem, optimizer, ts, blowup=blowup)
+    finite_d = _resolve_finite_d(problem, finite_d)
     ts = jnp.asarray(ts, dtype=problem.V0.dtype)
     if ts.ndim != 1 or ts.shape[0] == 0:
         raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
@@ -374,11 +435,32 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
         solver = StructuredKvaerno5() if solver is None else solver
         return _solve_structured(problem, schedule, ts, batch, statistics, solver,
                                  jnp.asarray(rtol, ts.dtype), jnp.asarray(atol, ts.dtype),
-                                 stepsize_controller, adjoint, max_steps, blowup)
+                                 stepsize_controller, adjoint, max_steps, blowup, finite_d)
     rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
     atol = (1e-8 if single else 1e-10) if atol is None else float(atol)
     return _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller, dt0,
-                  adjoint, max_steps, blowup, rtol, atol)
+                  adjoint, max_steps, blowup, rtol, atol, finite_d)
+
+
+def _check_finite_d(problem: Problem):
+    """The finite-$d$ form's requirements (SPEC §8), as clear errors."""
+    if not isinstance(problem.loss, LeastSquares):
+        raise ValueError(f"the exact finite-d dynamics (SPEC §8) are for least squares; a "
+                         f"{type(problem.loss).__name__} loss does not close at finite d (pass "
+                         f"finite_d=False for the d -> infinity ODE)")
+    if problem.d is None:
+        raise ValueError("the exact finite-d dynamics need the problem's d: build it with an "
+                         "instance (Problem.random, Problem.from_arrays, Problem.plrf), or pass "
+                         "finite_d=False for the d -> infinity ODE")
+
+
+def _resolve_finite_d(problem: Problem, finite_d) -> bool:
+    """`finite_d` given, or the default: least squares with a known d."""
+    if finite_d is None:
+        return isinstance(problem.loss, LeastSquares) and problem.d is not None
+    if finite_d:
+        _check_finite_d(problem)
+    return bool(finite_d)
 
 
 # Spectra spanning more than this ratio (positive eigenvalues) are solved by
@@ -432,10 +514,10 @@ def _dtmin(ts):
 
 @eqx.filter_jit
 def _solve_structured(problem, schedule, ts, batch, statistics, solver, rtol, atol,
-                      stepsize_controller, adjoint, max_steps, blowup):
+                      stepsize_controller, adjoint, max_steps, blowup, finite_d=False):
     gammas = jax.vmap(schedule)(ts)
     ts, batch = _check(ts, batch, gammas)
-    dyn, F0, C0 = SGDModes.from_problem(problem, schedule, batch)
+    dyn, F0, C0 = SGDModes.from_problem(problem, schedule, batch, finite_d)
     y0 = initial_state(dyn, F0, C0, jnp.zeros((0,), F0.dtype))
     if stepsize_controller is None:
         stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm,
@@ -465,16 +547,17 @@ def _solve_structured(problem, schedule, ts, batch, statistics, solver, rtol, at
 
 @eqx.filter_jit
 def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller, dt0, adjoint,
-           max_steps, blowup, rtol, atol):
+           max_steps, blowup, rtol, atol, finite_d=False):
     gammas = jax.vmap(schedule)(ts)
     ts, batch = _check(ts, batch, gammas)
+    inv_d = jnp.asarray(1.0 / problem.d, problem.V0.dtype) if finite_d else None
     if stepsize_controller is None:
         stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmin=_dtmin(ts))
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
 
     def vector_field(t, V, args):
-        prob, sched, beta = args
-        return drift(prob, V, sched(t).astype(V.dtype), beta)
+        prob, sched, beta, inv = args
+        return drift(prob, V, sched(t).astype(V.dtype), beta, inv)
 
     bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
 
@@ -488,7 +571,7 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
     term = diffrax.ODETerm(vector_field)
     sol = diffrax.diffeqsolve(
         term, solver, t0=0.0, t1=ts[-1], dt0=dt0, y0=problem.V0,
-        args=(problem, schedule, batch), saveat=diffrax.SaveAt(ts=ts, fn=save),
+        args=(problem, schedule, batch, inv_d), saveat=diffrax.SaveAt(ts=ts, fn=save),
         stepsize_controller=stepsize_controller, adjoint=adjoint,
         event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
     return _assemble(problem, ts, gammas, batch, sol, bound,

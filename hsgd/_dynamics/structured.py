@@ -61,13 +61,25 @@ class ModeSystem(NamedTuple):
     axis **last** (so that sums over modes are contiguous reductions and the per-mode $n\times n$
     algebra is a few vector operations): `A` $(n, n, J)$, `A_target` $(n, m^*, J)$, `target`
     $(m^*, m^*, J)$, `forcing` $N_j$ $(n, n, J)$ and the auxiliary rates `aux_rate` $(k,)$. The
-    last axis may be 1 where a term is shared by all modes."""
+    last axis may be 1 where a term is shared by all modes.
+
+    `A_free` $(n, n, J)$, optional: the generator of the free block alone, when it differs from
+    the $C$ block's $A_j$ — $F_j' = \tilde A_jF_j + F_j\tilde A_j^\top + \dots$ with
+    $\tilde A_j$ = `A_free`, $C_j' = A_jC_j + \dots$ unchanged. E.g. the finite-$d$
+    self-interaction of least squares (SPEC §8), $F_j' \mathrel{+}= r_jF_j$, is
+    $\tilde A_j = A_j + \tfrac{r_j}2 I$. `None`: $\tilde A_j = A_j$."""
 
     A: Float[Array, "n n J"]
     A_target: Float[Array, "n ms J"]
     target: Float[Array, "ms ms J"]
     forcing: Float[Array, "n n J"]
     aux_rate: Float[Array, " k"]
+    A_free: Float[Array, "n n J"] | None = None
+
+    @property
+    def generator_free(self):
+        """The free block's generator: `A_free`, or `A` when it is `None`."""
+        return self.A if self.A_free is None else self.A_free
 
 
 class AbstractModeDynamics(eqx.Module):
@@ -173,7 +185,7 @@ def _mm(X, Y):
 def _apply(sys: ModeSystem, F, C):
     """The explicit drift of the blocks $(F, C)$."""
     kC = _mm(sys.A, C) + _mm(sys.A_target, sys.target)
-    AF = _mm(sys.A, F)
+    AF = _mm(sys.generator_free, F)
     AtC = _mm(sys.A_target, _mT(C))
     return AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing, kC
 
@@ -222,9 +234,10 @@ def _stage_C(sys: ModeSystem, c, C_base):
 
 
 def _stage_F(sys: ModeSystem, c, F_base, zC):
-    AF = _mm(sys.A, F_base)
+    A = sys.generator_free
+    AF = _mm(A, F_base)
     AtC = _mm(sys.A_target, _mT(zC))
-    return _solve_sylvester(sys.A, c, AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing)
+    return _solve_sylvester(A, c, AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing)
 
 
 # Kværnø's ESDIRK 5(4) tableau (diffrax.Kvaerno5) as Python floats (weakly typed: they keep a

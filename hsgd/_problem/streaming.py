@@ -165,6 +165,31 @@ class Problem(AbstractProblem):
                             spectrum.eigenvalues.astype(dtype))
         return cls.from_arrays(loss, spectrum, X_star, X0, dtype=dtype)
 
+    @classmethod
+    def plrf(cls, alpha, beta, v: int, d: int, key: PRNGKey, *, theta0=None,
+             dtype=None) -> "Problem":
+        r"""Power-law random features (SPEC §13) as the exact streaming least-squares problem:
+        [`PLRF.sample`][hsgd.PLRF.sample]`(alpha, beta, v, d, key).problem(theta0)` — data
+        $x_j = j^{-\alpha}z_j$ ($j \le v$), target $b_j = j^{-\beta}$, features $W^\top x$
+        ($W$: $v\times d$, $N(0, 1/d)$), posed in the eigenbasis of $\hat K = W^\top DW$ with
+        target $\theta^*$ and label noise of variance $2P_\infty$ (the part of the target the
+        features cannot express). Its risk is the PLRF loss.
+
+        **Stepsizes:** a per-iteration stepsize $\eta$ is hsgd's $\gamma = \eta\,d$
+        (`hsgd.SGD(eta * d, batch=...)`), time $t = k/d$ for iteration $k$ (flops
+        $f = d\beta k$). Use [`PLRF`][hsgd.PLRF] itself to keep $W$, $\theta^*$ and $P_\infty$
+        (`PLRF.sample(...)`, then `.problem()`).
+
+        ```python
+        prob = hsgd.Problem.plrf(1.0, 0.7, v=2000, d=500, key=jax.random.PRNGKey(0))
+        eta = 0.5 / float(prob.spectrum.eigenvalues.sum())        # per iteration
+        sol = hsgd.ode(prob, hsgd.SGD(eta * prob.d, batch=8), ts)  # exact finite-d dynamics
+        ```
+        """
+        from .plrf import PLRF
+
+        return PLRF.sample(alpha, beta, v, d, key, dtype=dtype).problem(theta0)
+
     def coarsen(self, num_bins: int, log: bool | None = None) -> "Problem":
         r"""Merge modes into at most `num_bins` bins (log-spaced for spread spectra; SPEC §5):
         $\omega_b = \sum_{j\in b}\omega_j$, $\lambda_b$ and $V_b(0)$ the $\omega$-weighted means.

@@ -7,6 +7,10 @@ and rates of the dynamics, as branch-free JAX functions of a problem and the hyp
   [`asymptotic_rate`][hsgd.theory.asymptotic_rate],
   [`marchenko_pastur_edge`][hsgd.theory.marchenko_pastur_edge],
   [`phase_transition_stepsize`][hsgd.theory.phase_transition_stepsize].
+- Streaming least squares at finite $d$ (SPEC §8):
+  [`finite_d_stability`][hsgd.theory.finite_d_stability]
+  ([`FiniteDStability`][hsgd.theory.FiniteDStability]),
+  [`finite_d_gamma_max`][hsgd.theory.finite_d_gamma_max].
 - Streaming SGD, strongly convex losses (SPEC §1): [`convex_rate`][hsgd.theory.convex_rate],
   [`convex_stepsize`][hsgd.theory.convex_stepsize], [`convex_bound`][hsgd.theory.convex_bound].
 - signSGD, streaming least squares (SPEC §11):
@@ -66,4 +70,9 @@ from .signsgd import (
     signsgd_limit_risk as signsgd_limit_risk,
     signsgd_preconditioned_spectrum as signsgd_preconditioned_spectrum,
     signsgd_vs_sgd as signsgd_vs_sgd,
+)
+from .streaming import (
+    FiniteDStability as FiniteDStability,
+    finite_d_gamma_max as finite_d_gamma_max,
+    finite_d_stability as finite_d_stability,
 )
