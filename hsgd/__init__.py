@@ -51,8 +51,14 @@ from ._noise import (
 )
 from ._optimizer import (
     SGD as SGD,
+    AbstractFeedback as AbstractFeedback,
     AbstractOptimizer as AbstractOptimizer,
+    AdaGradNorm as AdaGradNorm,
+    FeedbackSchedule as FeedbackSchedule,
+    FeedbackState as FeedbackState,
     HeavyBall as HeavyBall,
+    LineSearch as LineSearch,
+    Polyak as Polyak,
     SignSGD as SignSGD,
 )
 from ._plot import rate_map_figure as rate_map_figure, saturation_figure as saturation_figure

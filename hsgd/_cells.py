@@ -5,22 +5,35 @@
     Problem       | ode, simulate, sde           | —                           | ode, simulate, sde
                   |                              |                             | (LS; logistic β = 1)
     FiniteProblem | ode, volterra, simulate, sde | ode (recursion), simulate   | —
+
+                  | AdaGradNorm, LineSearch, Polyak, FeedbackSchedule
+    Problem       | ode, simulate, sde (SPEC §10, any loss; Polyak: h* known)
+    FiniteProblem | —
 """
 
-from ._dynamics import finite_heavy_ball, finite_sgd, streaming_sgd, streaming_signsgd
+from ._dynamics import (
+    finite_heavy_ball,
+    finite_sgd,
+    streaming_adaptive,
+    streaming_sgd,
+    streaming_signsgd,
+)
 from ._sde import (
                 finite_sgd as sde_finite_sgd,
+                streaming_adaptive as sde_streaming_adaptive,
                 streaming_sgd as sde_streaming_sgd,
                 streaming_signsgd as sde_streaming_signsgd,
 )
 from ._simulate import (
                 finite_heavy_ball as simulate_finite_heavy_ball,
                 finite_sgd as simulate_finite_sgd,
+                streaming_adaptive as simulate_streaming_adaptive,
                 streaming_sgd as simulate_streaming_sgd,
                 streaming_signsgd as simulate_streaming_signsgd,
 )
 
-CELL_MODULES = (streaming_sgd, finite_sgd, finite_heavy_ball, streaming_signsgd,
+CELL_MODULES = (streaming_adaptive, simulate_streaming_adaptive, sde_streaming_adaptive,
+                streaming_sgd, finite_sgd, finite_heavy_ball, streaming_signsgd,
                 simulate_streaming_sgd, simulate_finite_sgd, simulate_finite_heavy_ball,
                 sde_streaming_sgd, sde_finite_sgd, simulate_streaming_signsgd,
                 sde_streaming_signsgd)

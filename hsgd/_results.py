@@ -94,7 +94,8 @@ class Runs(eqx.Module):
 
     Streaming: `risk_se` $(R, T)$ the standard error of each risk value (0 where the loss's
     risk is exact, see `hsgd._risk`), `B` $(R, T, p, p)$, `distance` $(R, T)$ (NaN when
-    $m\ne m^*$).
+    $m\ne m^*$); `gamma` $(R, T)$ each run's stepsize where it is state feedback (SPEC §10,
+    e.g. [`AdaGradNorm`][]; `None` for a schedule).
     """
 
     ts: Times
@@ -105,9 +106,11 @@ class Runs(eqx.Module):
     risk_se: Float[Array, "R T"] | None = None
     B: Float[Array, "R T p p"] | None = None
     distance: Float[Array, "R T"] | None = None
+    gamma: Float[Array, "R T"] | None = None
 
     @classmethod
-    def from_paths(cls, ts, risk, B, distance, bound, failed=None, risk_se=None) -> "Runs":
+    def from_paths(cls, ts, risk, B, distance, bound, failed=None, risk_se=None,
+                   gamma=None) -> "Runs":
         r"""Collect recorded streaming paths: a path has diverged from the first time its risk
         is not finite, $\max|B|$ reaches `bound` or `failed` (R, T) is set; from then on its
         risk (and `risk_se`, default 0) is NaN."""
@@ -118,7 +121,8 @@ class Runs(eqx.Module):
         risk_se = jnp.zeros_like(risk) if risk_se is None else risk_se
         return cls(ts=ts, risk=nan_where(bad, risk), B=B, distance=distance,
                    diverged=diverged, divergence_time=divergence_time,
-                   risk_se=nan_where(bad, risk_se))
+                   risk_se=nan_where(bad, risk_se),
+                   gamma=None if gamma is None else nan_where(bad, gamma))
 
     def _values(self, of: str):
         values = getattr(self, of, None) if of in ("risk", "loss") else None

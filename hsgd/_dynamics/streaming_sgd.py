@@ -256,7 +256,8 @@ class SGDModes(AbstractModeDynamics):
         Sxx = jnp.stack([jnp.concatenate([jnp.zeros((a,), u.dtype), u[starts[a]:starts[a + 1]]])
                          for a in range(m)])
         Sxx = Sxx + jnp.triu(Sxx, 1).T
-        return Sxx, u[k:].reshape(m, -1)
+        # B's part of the summary only (a subclass may append more sums after it).
+        return Sxx, u[k:k + m * self.loss.m_star].reshape(m, -1)
 
     def B(self, u):
         """$B$ $(p, p)$ from the summary vector."""
@@ -272,10 +273,17 @@ class SGDModes(AbstractModeDynamics):
             return self.loss.error_moments(self.B(u), self._unpack(u)[0])
         return self.loss.moments(self.B(u))
 
+    def learning_rate(self, t, u, aux, mom):
+        r"""$\gamma$ at $(t, u, a)$ given the loss's moments at $u$, and the auxiliary rates
+        $a'$: the schedule $\gamma(t)$ and none for SGD. The hook through which a state-feedback
+        stepsize (SPEC §10, [`AdaptiveModes`][hsgd._dynamics.streaming_adaptive.AdaptiveModes])
+        reuses this per-mode system."""
+        return self.schedule(t).astype(u.dtype), jnp.zeros((0,), u.dtype)
+
     def system(self, t, u, aux):
         dtype = u.dtype
-        g = self.schedule(t).astype(dtype)
         mom = self.moments(u)
+        g, aux_rate = self.learning_rate(t, u, aux, mom)
         m = self.m
         Jx, Jt = mom.J[:, :m], mom.J[:, m:]
         if self.error_coords:
@@ -289,7 +297,7 @@ class SGDModes(AbstractModeDynamics):
         return ModeSystem(A=A, A_target=Jt[:, :, None] * rate,
                           target=self.target,
                           forcing=mom.I[:, :, None] * ((g**2 / self.batch) * self.lam / self.scale),
-                          aux_rate=jnp.zeros((0,), dtype), A_free=A_free)
+                          aux_rate=aux_rate, A_free=A_free)
 
     def error_weights(self):
         # B's weights (so the risk) and the distance's (in error coordinates), each normalised

@@ -87,28 +87,40 @@ def streaming_arguments(problem, optimizer, ts, num_paths, dt, solver, coupled, 
 
 
 def streaming_runs(problem, drift, diffusion, ts, grid, key, num_paths, solver, coupled, blowup,
-                   risk_samples):
+                   risk_samples, *, aux0=None, gamma_of=None):
     r"""Sample a streaming cell's paths of $X$ (call inside `jit`): stopped once $\max|B|$
     passes `blowup`$\,\times(1 + \max|B(0)|)$, recording $B = W^\top KW$ and $\|X - X^*\|^2$
     at `ts`, and their risk $h(B)$ by the independent estimator (`hsgd._risk`) on a key stream of
-    its own (one key per path and time). Returns [`Runs`][hsgd.Runs]."""
+    its own (one key per path and time). Returns [`Runs`][hsgd.Runs].
+
+    `aux0`: auxiliary scalars $a$ (e.g. AdaGrad-Norm's accumulator, SPEC §10) started at
+    `aux0`: the state is then the pair $(X, a)$ (drift and diffusion take and return pairs; the
+    Brownian motion has $X$'s shape and the diffusion maps it to the pair). `gamma_of(t,
+    state)`, when given, is recorded as `Runs.gamma` (a feedback stepsize)."""
     lam = problem.spectrum.eigenvalues.astype(ts.dtype)
     bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
+    y0 = problem.X0 if aux0 is None else (problem.X0, aux0)
 
-    def blew_up(t, X, args, **kwargs):
-        W = jnp.concatenate([X, problem.X_star], axis=1)
+    def X_of(y):
+        return y if aux0 is None else y[0]
+
+    def blew_up(t, y, args, **kwargs):
+        W = jnp.concatenate([X_of(y), problem.X_star], axis=1)
         B = (W.T * lam) @ W
         return ~(jnp.max(jnp.abs(B)) < bound)
 
-    def save(t, X, args):
-        return observe(problem, X)
+    def save(t, y, args):
+        out = observe(problem, X_of(y))
+        return out if gamma_of is None else (*out, gamma_of(t, y))
 
-    (B, dist), unsaved = sample_paths(problem.X0, drift, diffusion, blew_up, save, ts, grid, key,
-                                      num_paths, solver, coupled)
+    saved, unsaved = sample_paths(y0, drift, diffusion, blew_up, save, ts, grid, key, num_paths,
+                                  solver, coupled, noise_like=problem.X0)
+    B, dist = saved[:2]
     keys = jax.random.split(jax.random.fold_in(key, 0x7269736B), B.shape[0] * B.shape[1])
     risk, se = risks_of(problem.loss, B, keys.reshape((*B.shape[:2], *keys.shape[1:])),
                         risk_samples)
-    return Runs.from_paths(ts, risk, B, dist, bound, failed=unsaved, risk_se=se)
+    return Runs.from_paths(ts, risk, B, dist, bound, failed=unsaved, risk_se=se,
+                           gamma=None if gamma_of is None else saved[2])
 
 
 def _step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
@@ -122,12 +134,15 @@ def _step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
 
 
 def sample_paths(y0, drift, diffusion, blew_up, save, ts, grid, key, num_paths, solver,
-                 coupled):
+                 coupled, noise_like=None):
     r"""Sample `num_paths` solutions of $dy = \text{drift}\,dt + \text{diffusion}\,d\mathcal B$
     from `y0` (one vmapped diffrax solve, stepping exactly onto `grid`), saving `save(t, y)` at
     `ts`. Returns the saved pytree (leading axes: path, time) and a (paths, times) mask of the
-    times a path never reached (it stopped at a blow-up event). Call inside `jit`."""
-    shape = jax.ShapeDtypeStruct(y0.shape, y0.dtype)
+    times a path never reached (it stopped at a blow-up event). Call inside `jit`.
+    `noise_like`: an array with the Brownian motion's shape and dtype (default `y0`, which may
+    then be a pytree)."""
+    like = y0 if noise_like is None else noise_like
+    shape = jax.ShapeDtypeStruct(like.shape, like.dtype)
     t0, t1 = grid[0], grid[-1]
     num_steps = grid.shape[0] - 1
 

@@ -111,11 +111,17 @@ def simulate(problem: Problem, optimizer: SGD, ts, key: PRNGKey, *, num_runs: in
 
 
 def run_streaming(step, problem: Problem, optimizer, ts, key: PRNGKey, *, num_runs: int,
-                  blowup: float, progress, risk_samples: int, label: str) -> Runs:
+                  blowup: float, progress, risk_samples: int, label: str, carry=None,
+                  gamma_of=None) -> Runs:
     r"""The streaming simulators' common part: checks, `num_runs` vmapped runs of the update
     rule `step(problem, schedule, batch, X, key, k)` from `problem.X0` (fresh samples from the
     run's key stream), recorded at iterations $\operatorname{round}(td)$ of `ts` (B, distance
-    and the risk by `risks_of`), collected by `Runs.from_paths`."""
+    and the risk by `risks_of`), collected by `Runs.from_paths`.
+
+    With `carry` (a pytree: per-run state besides $X$, e.g. an accumulator, the same initial
+    value for every run) the rule is `step(problem, optimizer, batch, (X, carry), key, k) ->
+    (X, carry)` (it gets the optimizer itself), and `gamma_of(problem, optimizer, X, carry, k)`,
+    when given, is recorded as the stepsize path `Runs.gamma`."""
     if problem.X_star is None:
         raise ValueError("simulate needs a problem with an instance (X_star, X0): build it with "
                          "Problem.random or Problem.from_arrays, not Problem.isotropic/coarsen")
@@ -129,19 +135,37 @@ def run_streaming(step, problem: Problem, optimizer, ts, key: PRNGKey, *, num_ru
     check_learning_rate(schedule, probe_times(ts_np).astype(problem.X0.dtype))
     steps = np.rint(ts_np * problem.d).astype(np.int64)
     X = jnp.broadcast_to(problem.X0, (num_runs, *problem.X0.shape))
+    params = schedule
+    if carry is not None:
+        params = optimizer
+        X = (X, jax.tree_util.tree_map(
+            lambda c: jnp.broadcast_to(jnp.asarray(c, problem.X0.dtype),
+                                       (num_runs, *jnp.shape(c))), carry))
     keys = jax.random.split(key, num_runs)
     # The risk estimates draw from their own stream: one key per run and recorded time.
     risk_keys = jax.random.split(jax.random.fold_in(key, 0x7269736B), num_runs)
     record_index = itertools.count()
 
     def advance(state, k0, k1):
-        return _advance(step, problem, schedule, batch, *state, k0, k1)
+        return _advance(step, problem, params, batch, *state, k0, k1)
 
     def record(state):
         i = next(record_index)
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(risk_keys)
-        return _record(problem, state[0], step_keys, int(risk_samples))
+        X = state[0] if carry is None else state[0][0]
+        out = _record(problem, X, step_keys, int(risk_samples))
+        if gamma_of is not None:
+            out = (*out, _gamma_path(gamma_of, problem, params, *state[0],
+                                     jnp.asarray(int(steps[i]))))
+        return out
 
-    risk, B, dist, se = drive(advance, record, (X, keys), steps, ts_np, progress, label)
+    out = drive(advance, record, (X, keys), steps, ts_np, progress, label)
+    risk, B, dist, se = out[:4]
     return Runs.from_paths(jnp.asarray(ts_np), risk, B, dist,
-                           bound=blowup * (1 + jnp.max(jnp.abs(problem.B0()))), risk_se=se)
+                           bound=blowup * (1 + jnp.max(jnp.abs(problem.B0()))), risk_se=se,
+                           gamma=out[4] if gamma_of is not None else None)
+
+
+@eqx.filter_jit
+def _gamma_path(gamma_of, problem, optimizer, X, carry, k):
+    return jax.vmap(lambda x, c: gamma_of(problem, optimizer, x, c, k))(X, carry)
