@@ -20,11 +20,22 @@ and rates of the dynamics, as branch-free JAX functions of a problem and the hyp
   [`signsgd_fixed_point`][hsgd.theory.signsgd_fixed_point],
   [`signsgd_limit_risk`][hsgd.theory.signsgd_limit_risk],
   [`signsgd_vs_sgd`][hsgd.theory.signsgd_vs_sgd].
+- Adaptive stepsizes, streaming least squares (SPEC §10):
+  [`polyak_stepsize`][hsgd.theory.polyak_stepsize],
+  [`line_search_stepsize`][hsgd.theory.line_search_stepsize],
+  [`adagrad_norm_limit_stepsize`][hsgd.theory.adagrad_norm_limit_stepsize],
+  [`adagrad_norm_noisy_stepsize`][hsgd.theory.adagrad_norm_noisy_stepsize].
 - Heavy ball on finite data (SPEC §3): `conditioning`, `heavy_ball_roots`, `gdm_rate`,
   `momentum_*`, `near_optimal_parameters`, `optimize_momentum`; batch saturation and rate maps
   (`batch_saturation`, `rate_map`, `rate_maps`).
 """
 
+from .adaptive import (
+    adagrad_norm_limit_stepsize as adagrad_norm_limit_stepsize,
+    adagrad_norm_noisy_stepsize as adagrad_norm_noisy_stepsize,
+    line_search_stepsize as line_search_stepsize,
+    polyak_stepsize as polyak_stepsize,
+)
 from .convex import (
     convex_bound as convex_bound,
     convex_rate as convex_rate,
