@@ -30,6 +30,7 @@ from ._plot import finite_figure, risk_figure, sweep_figure, tune_figure
 from ._problem import FiniteProblem
 from ._progress import simulation, sweep_chunks, tuning_steps
 from ._registry import lookup
+from ._schedule import AbstractSchedule, Constant
 from ._sweep import ode_outcomes, sweep
 from ._tune import baselines, compare, format_comparison, tune
 
@@ -99,6 +100,8 @@ def _describe(optimizer, sep=" ", eq="=", batch="batch") -> str:
     parts = []
     for name in names:
         value = getattr(optimizer, name)
+        if isinstance(value, AbstractSchedule):  # a base rate held as a schedule (eta)
+            value = value(0.0) if isinstance(value, Constant) else None
         if value is None or np.ndim(value) != 0:
             continue
         shown = (f"{value}" if isinstance(value, bool | str | int) else f"{float(value):g}")
@@ -324,7 +327,7 @@ def run(job: Job, out: Path) -> int:
                       None if sgd is None else sgd.risk,
                       title=f"{cfg['problem']['loss']}, d = {prob.d}", log_time=log_time,
                       sde_risk=None if sde_res is None else sde_res.risk,
-                      simulated=simulated)
+                      simulated=simulated, **_gamma_panel(ode_sol, sgd))
     write_atomic(out / "risk.png", png)
     print(f"wrote {out / 'curves.csv'}, {out / 'summary.json'}, {out / 'risk.png'}")
     return 0
@@ -526,6 +529,15 @@ def _print_table(ts, ode_sol, sgd, rel, sde_res=None, simulated="SGD"):
         print(line)
 
 
+def _gamma_panel(ode_sol, sgd) -> dict:
+    """The stepsize panel of risk.png where the stepsize is state feedback (the runs record
+    theirs, SPEC §10): the ODE's predicted curve and the runs'."""
+    runs = None if sgd is None else sgd.gamma
+    if runs is None:
+        return {}
+    return dict(gamma=None if ode_sol is None else ode_sol.gamma, gamma_runs=runs)
+
+
 def _write_curves(path, ts, ode_sol, sgd, sde_res=None):
     """curves.csv; a field a cell does not produce (distance, gamma_crit, B) is NaN / empty."""
     header = ["method", "run", "t", "risk", "distance", "gamma", "gamma_crit", "B"]
@@ -550,9 +562,11 @@ def _write_curves(path, ts, ode_sol, sgd, sde_res=None):
             continue
         risk = np.asarray(res.risk)
         dist = column(res.distance, risk.shape)
+        own = None if res.gamma is None else np.asarray(res.gamma)  # a feedback stepsize
         for r in range(risk.shape[0]):
             for i, t in enumerate(ts):
-                gamma = float(ode_sol.gamma[i]) if ode_sol is not None else np.nan
+                gamma = (float(own[r, i]) if own is not None else
+                         float(ode_sol.gamma[i]) if ode_sol is not None else np.nan)
                 rows.append([name, r, f"{t:.10g}", f"{risk[r, i]:.10g}", f"{dist[r, i]:.10g}",
                              f"{gamma:.10g}", "",
                              flat(None if res.B is None else np.asarray(res.B)[r, i])])

@@ -427,7 +427,21 @@ def merge(raw: dict) -> dict:
             else:
                 cfg[section][key] = value
     _batch_default(raw.get("optimizer", {}), cfg["optimizer"])
+    _schedule_default(raw.get("optimizer", {}), cfg["optimizer"])
     return cfg
+
+
+def _schedule_default(raw_optimizer: dict, cfg_optimizer: dict):
+    """Drop the default `[optimizer.schedule]` for a module without a `schedule` field (its
+    base rate is a field of its own, e.g. AdaGrad-Norm's `eta`), unless the config gave one."""
+    if "schedule" in raw_optimizer:
+        return
+    try:
+        cls = _optimizer_type(cfg_optimizer.get("name", "sgd"))
+    except ConfigError:
+        return  # reported where the table is read
+    if "schedule" not in optimizer_fields(cls):
+        cfg_optimizer.pop("schedule", None)
 
 
 def build(raw: dict, base: Path | None = None) -> Job:

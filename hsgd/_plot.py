@@ -39,19 +39,29 @@ def _draw_curves(ax, ts, lines: dict, bands: dict, log_time: bool = False):
 
 
 def risk_figure(ts, ode_risk=None, sgd_risk=None, title: str = "", log_time: bool = False,
-                sde_risk=None, simulated: str = "SGD"):
+                sde_risk=None, simulated: str = "SGD", gamma=None, gamma_runs=None):
     """The ODE curve over the simulated optimiser's (`simulated`, e.g. "signSGD") and the
     homogenized SDE's mean ± std bands, with faint single runs. Returns PNG bytes.
 
     The risk axis is logarithmic when the curves span more than a decade; the time axis when
-    `log_time` (a log-spaced grid)."""
+    `log_time` (a log-spaced grid). With `gamma` (the predicted stepsize, $(T,)$) and/or
+    `gamma_runs` (the runs' stepsizes, $(R, T)$) — a feedback stepsize (SPEC §10) — a second
+    panel under the risk shows the learning-rate curves."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    two = gamma is not None or gamma_runs is not None
+    fig, axes = plt.subplots(2 if two else 1, 1, figsize=(6.4, 6.8 if two else 4.2), dpi=120,
+                             squeeze=False, sharex=True)
+    ax = axes[0, 0]
     bands = {k: v for k, v in ((simulated, sgd_risk), ("SDE", sde_risk)) if v is not None}
     _draw_curves(ax, ts, {} if ode_risk is None else {"ODE": ode_risk}, bands, log_time)
-    ax.set_xlabel("t = iterations / d")
     ax.set_ylabel("risk")
     ax.set_title(title)
+    if two:
+        ax = axes[1, 0]
+        _draw_curves(ax, ts, {} if gamma is None else {"ODE": gamma},
+                     {} if gamma_runs is None else {simulated: gamma_runs}, log_time)
+        ax.set_ylabel("stepsize γ(t)")
+    ax.set_xlabel("t = iterations / d")
     fig.tight_layout()
     return _figure_out(fig, True)
 
