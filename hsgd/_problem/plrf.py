@@ -125,7 +125,7 @@ class PLRF(eqx.Module):
                              f"v < d the feature covariance is singular), got v={v!r}, d={d!r}")
         v, d = int(v), int(d)
         dtype = float_dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
-        W = jax.random.normal(key, (v, d), dtype) / np.sqrt(d)
+        W = jax.random.normal(key, (v, d), dtype) / float(np.sqrt(d))
         return cls._reduce(alpha, beta, W)
 
     @classmethod
