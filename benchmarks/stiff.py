@@ -78,9 +78,10 @@ def talbot_least_squares(problem, gamma, sigma, ts, nodes=32, batch=1.0):
     return np.array(out)
 
 
-def log_time_implicit_euler(problem, gamma, sigma, ts, dt, batch=1.0):
+def log_time_implicit_euler(problem, gamma, sigma, ts, dt, batch=1.0, d=None):
     """First-order implicit Euler on a grid uniform in log t (steps t_min*dt up to t_min = ts[1],
-    then t_{k+1} = t_k e^dt, output times inserted), Sherman-Morrison per step."""
+    then t_{k+1} = t_k e^dt, output times inserted), Sherman-Morrison per step. With `d`: the
+    finite-d equation of SPEC §8 (decay rate 2 gamma lambda - (1 + 1/beta) gamma^2 lambda^2/d)."""
     lam = problem.spectrum.eigenvalues
     w = problem.spectrum.weights
     V0 = problem.V0
@@ -91,6 +92,8 @@ def log_time_implicit_euler(problem, gamma, sigma, ts, dt, batch=1.0):
     grid = np.unique(grid)
     index = jnp.asarray(np.searchsorted(grid, ts))
     a, b, wl = 2 * gamma * lam, gamma**2 * lam / batch, w * lam
+    if d is not None:
+        a = a - (1 + 1 / batch) * gamma**2 * lam**2 / d
 
     def step(v, h):
         D = 1.0 + h * a
