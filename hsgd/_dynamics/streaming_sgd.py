@@ -350,8 +350,9 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
     r"""Solve the deterministic equivalent of one-pass SGD (SPEC §1) on the times `ts`: the
     cell [`Problem`][] × [`SGD`][] of [`hsgd.ode`][].
 
-    Least squares on a problem with a finite $d$ (an instance: [`Problem.random`][],
-    [`Problem.from_arrays`][], [`Problem.plrf`][]) is solved at that $d$ by default: the exact
+    Least squares on a problem with a finite $d$ (an instance:
+    [`Problem.random`][hsgd.Problem.random], [`Problem.from_arrays`][hsgd.Problem.from_arrays],
+    [`Problem.plrf`][hsgd.Problem.plrf]) is solved at that $d$ by default: the exact
     continuous form of SPEC §8,
 
     $$\frac{dv_j}{dt} = -\Big(2\gamma\lambda_j - \big(1 + \tfrac1\beta\big)
