@@ -34,8 +34,8 @@ from .._optimizer.adaptive import (
 from .._problem import Problem
 from .._registry import register
 from .._results import Solution
-from .streaming_sgd import SGDModes, _assemble, _check, _dtmin, _initial_step
-from .structured import StructuredKvaerno5, contract, error_norm, initial_state
+from .streaming_sgd import SGDModes, _check, integrate_modes
+from .structured import StructuredKvaerno5, contract, initial_state
 
 
 class AdaptiveModes(SGDModes):
@@ -198,28 +198,5 @@ def _solve(problem, rule, ts, batch, statistics, rtol, atol, stepsize_controller
     ts, batch = _check(ts, batch, base_rates)
     dyn, F0, C0 = AdaptiveModes.from_rule(problem, rule, batch)
     y0 = initial_state(dyn, F0, C0, jnp.zeros((rule.num_aux,), F0.dtype))
-    if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm,
-                                                    dtmin=_dtmin(ts))
-    if not isinstance(stepsize_controller, diffrax.ClipStepSizeController):
-        stepsize_controller = diffrax.ClipStepSizeController(stepsize_controller, step_ts=ts)
-    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
-
-    def blew_up(t, y, args, **kwargs):
-        return ~(jnp.max(jnp.abs(y["u"])) < bound)
-
-    def save(t, y, args):
-        gamma = args.learning_rate(t, y["u"], y["aux"], args.moments(y["u"]))[0]
-        return dict(args.snapshot(problem, y, statistics), error=y["acc"], gamma=gamma)
-
-    term = diffrax.ODETerm(lambda t, y, args: args.field(t, y))
-    solver = StructuredKvaerno5()
-    sol = diffrax.diffeqsolve(
-        term, solver, t0=0.0, t1=ts[-1],
-        dt0=_initial_step(stepsize_controller, term, solver, ts, y0, dyn), y0=y0, args=dyn,
-        saveat=diffrax.SaveAt(ts=ts, fn=save), stepsize_controller=stepsize_controller,
-        adjoint=adjoint, event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
-    error = sol.ys.pop("error")
-    gammas = sol.ys.pop("gamma")
-    return _assemble(problem, ts, gammas, batch, sol, bound, error)
+    return integrate_modes(problem, dyn, y0, ts, None, batch, statistics, StructuredKvaerno5(),
+                           rtol, atol, stepsize_controller, adjoint, max_steps, blowup)

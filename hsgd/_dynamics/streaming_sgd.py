@@ -528,6 +528,18 @@ def _solve_structured(problem, schedule, ts, batch, statistics, solver, rtol, at
     ts, batch = _check(ts, batch, gammas)
     dyn, F0, C0 = SGDModes.from_problem(problem, schedule, batch, finite_d)
     y0 = initial_state(dyn, F0, C0, jnp.zeros((0,), F0.dtype))
+    return integrate_modes(problem, dyn, y0, ts, gammas, batch, statistics, solver, rtol, atol,
+                           stepsize_controller, adjoint, max_steps, blowup)
+
+
+def integrate_modes(problem, dyn, y0, ts, gammas, batch, statistics, solver, rtol, atol,
+                    stepsize_controller, adjoint, max_steps, blowup) -> Solution:
+    r"""Solve an [`SGDModes`][] system (or a subclass) from the solver state `y0` on `ts`
+    (call inside `jit`): the error-controlled, output-clipped controller, the blow-up event on
+    the summary, the snapshots at `ts`, assembled into a [`Solution`][]. `gammas` $(T,)$ is the
+    learning rate reported; `None` saves the dynamics' own
+    ([`SGDModes.learning_rate`][hsgd.SGDModes.learning_rate]) at each output time — a feedback
+    stepsize (SPEC §10)."""
     if stepsize_controller is None:
         stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm,
                                                     dtmin=_dtmin(ts))
@@ -541,7 +553,10 @@ def _solve_structured(problem, schedule, ts, batch, statistics, solver, rtol, at
         return ~(jnp.max(jnp.abs(y["u"])) < bound)
 
     def save(t, y, args):
-        return dict(args.snapshot(problem, y, statistics), error=y["acc"])
+        out = dict(args.snapshot(problem, y, statistics), error=y["acc"])
+        if gammas is None:
+            out["gamma"] = args.learning_rate(t, y["u"], y["aux"], args.moments(y["u"]))[0]
+        return out
 
     term = diffrax.ODETerm(lambda t, y, args: args.field(t, y))
     sol = diffrax.diffeqsolve(
@@ -551,6 +566,8 @@ def _solve_structured(problem, schedule, ts, batch, statistics, solver, rtol, at
         stepsize_controller=stepsize_controller, adjoint=adjoint,
         event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
     error = sol.ys.pop("error")
+    if gammas is None:
+        gammas = sol.ys.pop("gamma")
     return _assemble(problem, ts, gammas, batch, sol, bound, error)
 
 
