@@ -28,6 +28,11 @@ class Problem(AbstractProblem):
     - `V0`: array `(n, p, p)`, $V_j(0)$ with $B(0) = \sum_j \omega_j \lambda_j V_j(0)$.
     - `X_star`, `X0`: the instance ($d\times m^*$, $d\times m$) when there is one (needed by
       [`simulate`][]); `None` for a problem known only through its spectrum.
+    - `dimension`: the dimension $d$ of a problem without an instance whose $d$ is still known
+      (a coarsened instance, the deterministic PLRF problem): the exact finite-$d$ dynamics of
+      least squares (SPEC §8) use it. `None` (the default) with an instance, whose $d$ is
+      `X_star.shape[0]`, or for a $d\to\infty$ problem. An array leaf may be traced (a `vmap`
+      over $d$ of the deterministic PLRF problem).
 
     Build one with [`Problem.from_arrays`][] (your own $X^*$, $X_0$), [`Problem.random`][] (a
     random instance) or [`Problem.isotropic`][] (its expected moments, no instance).
@@ -38,6 +43,7 @@ class Problem(AbstractProblem):
     V0: ModeMoments
     X_star: Float[Array, "d m_star"] | None = None
     X0: Float[Array, "d m"] | None = None
+    dimension: int | Float[Array, ""] | None = None
 
     def __check_init__(self):
         n, p = self.spectrum.num_modes, self.loss.p
@@ -51,8 +57,8 @@ class Problem(AbstractProblem):
 
     @property
     def d(self) -> int | None:
-        """Dimension of the instance (`None` without one)."""
-        return None if self.X_star is None else self.X_star.shape[0]
+        """The dimension: the instance's, else `dimension` (`None`: not known, $d\to\infty$)."""
+        return self.dimension if self.X_star is None else self.X_star.shape[0]
 
     def B0(self) -> Float[Array, "p p"]:
         r"""$B(0) = \sum_j \omega_j\lambda_j V_j(0) = W_0^\top K W_0$."""
@@ -193,9 +199,10 @@ class Problem(AbstractProblem):
     def coarsen(self, num_bins: int, log: bool | None = None) -> "Problem":
         r"""Merge modes into at most `num_bins` bins (log-spaced for spread spectra; SPEC §5):
         $\omega_b = \sum_{j\in b}\omega_j$, $\lambda_b$ and $V_b(0)$ the $\omega$-weighted means.
-        The instance arrays are dropped (a coarse problem is for the ODE only)."""
+        The instance arrays are dropped (a coarse problem is for the ODE only); its dimension
+        $d$ is kept (`dimension`), so least squares keeps its finite-$d$ dynamics."""
         spectrum, V0 = self.spectrum.coarsen(num_bins, log=log, values=self.V0)
-        return Problem(self.loss, spectrum, jnp.asarray(V0))
+        return Problem(self.loss, spectrum, jnp.asarray(V0), dimension=self.d)
 
 
 def _as_matrix(x, name: str, d: int, cols: int, dtype=None):
