@@ -37,6 +37,10 @@ class Solution(eqx.Module):
       [`Statistic`][]s;
     - `error_estimate` $(T,)$: [`StructuredKvaerno5`][]'s own estimate of the integration
       error in $B$ (accumulated local estimates of $\max|B|$; NaN with another solver).
+    - least squares with `recursion=True` (the exact finite-$d$ recursion, SPEC §8):
+      `iterations` the integer $k = \operatorname{round}(td)$ of each time, `loss_path`
+      $(K+1,)$ the risk $h_k$ at every iteration $k = 0..K$ (for window averages), `num_steps`
+      $= K$; `error_estimate` is `None` (nothing is integrated);
     - `moment_error`: the estimated relative error of the loss's Gaussian moments
       $h, J, I, A$ (its quadrature rule), the maximum over the saved times (`None` for closed
       forms and fixed rules; see [`hsgd.ode`][]'s `expectation_rtol`).
