@@ -28,6 +28,11 @@ _OPTIMIZERS = {
     ("Problem", "SignSGD"): lambda p: hsgd.SignSGD(0.5, batch=2),
     ("FiniteProblem", "SGD"): lambda p: hsgd.SGD(0.5 * float(hsgd.theory.gamma_max(p))),
     ("FiniteProblem", "HeavyBall"): lambda p: hsgd.HeavyBall(0.02, momentum=0.5, batch=6),
+    ("Problem", "HeavyBall"): lambda p: hsgd.HeavyBall(0.1, momentum=0.5, batch=2),
+    ("Problem", "LinearMomentum"): lambda p: hsgd.LinearMomentum(1.0, 0.5, 0.3, 1.0, batch=2),
+    ("Problem", "DANAConstant"): lambda p: hsgd.DANAConstant(1.0, 0.5, batch=2),
+    ("Problem", "DANADecaying"): lambda p: hsgd.DANADecaying(1.0, 0.5, batch=2,
+                                                             gamma3_factor=1e-3),
 }
 # The times of each cell's clock: streaming t = k/d, finite SGD epochs, heavy ball iterations.
 _TIMES = {
@@ -35,6 +40,10 @@ _TIMES = {
     ("Problem", "SignSGD"): np.linspace(0.0, 1.0, 3),
     ("FiniteProblem", "SGD"): np.linspace(0.0, 1.0, 3),
     ("FiniteProblem", "HeavyBall"): np.array([0, 10, 20]),
+    ("Problem", "HeavyBall"): np.linspace(0.0, 1.0, 3),
+    ("Problem", "LinearMomentum"): np.linspace(0.0, 1.0, 3),
+    ("Problem", "DANAConstant"): np.linspace(0.0, 1.0, 3),
+    ("Problem", "DANADecaying"): np.linspace(0.0, 1.0, 3),
 }
 _OPTIONS = {"simulate": dict(num_runs=2), "sde": dict(num_paths=2)}
 
@@ -74,9 +83,10 @@ def test_every_registered_cell_runs_and_has_the_common_fields(cell):
 
 
 def test_unsupported_pair_names_it_and_lists_the_supported_ones():
-    prob = _PROBLEMS["Problem"]()
-    with pytest.raises(hsgd.UnsupportedError, match=r"\(Problem, HeavyBall\).*\(Problem, SGD\)"):
-        hsgd.ode(prob, hsgd.HeavyBall(0.1, momentum=0.5, batch=1), [0.0, 1.0])
+    prob = _PROBLEMS["FiniteProblem"]()
+    with pytest.raises(hsgd.UnsupportedError,
+                       match=r"\(FiniteProblem, SignSGD\).*\(Problem, SGD\)"):
+        hsgd.ode(prob, hsgd.SignSGD(0.1), [0.0, 1.0])
 
 
 def test_option_a_cell_does_not_take_is_a_clear_error():

@@ -203,15 +203,33 @@ def _solve_left(A, c, rhs):
     if n == 1:
         # A reciprocal and a product: the reciprocal is shared by the primal and its tangents.
         return rhs * (1.0 / (1.0 - c * A))
+    if n == 2:
+        # Cramer's rule elementwise over the modes (a batched LU of 2x2 blocks costs far more).
+        m11, m12, m21, m22 = 1.0 - c * A[0, 0], -c * A[0, 1], -c * A[1, 0], 1.0 - c * A[1, 1]
+        inv = 1.0 / (m11 * m22 - m12 * m21)
+        return jnp.stack([(m22 * rhs[0] - m12 * rhs[1]) * inv,
+                          (m11 * rhs[1] - m21 * rhs[0]) * inv])
     eye = jnp.eye(n, dtype=rhs.dtype)[:, :, None]
     return _per_mode_solve(eye - c * A, rhs)
 
 
 def _solve_sylvester(A, c, rhs):
-    r"""$X$ with $X - c(AX + XA^\top) = \mathrm{rhs}$ per mode."""
+    r"""$X$ with $X - c(AX + XA^\top) = \mathrm{rhs}$ per mode. For $n = 2$ the right-hand side
+    must be symmetric (it always is in the stage solves: $AF + FA^\top + \dots + N$ with $F$, $N$
+    symmetric), and the three unknowns $x_{11}, x_{12}, x_{22}$ are eliminated in closed form."""
     n = A.shape[0]
     if n == 1:
         return rhs * (1.0 / (1.0 - 2.0 * c * A))
+    if n == 2:
+        # x11 = (r11 + 2c A12 x12)/a, x22 = (r22 + 2c A21 x12)/b, then the (1, 2) equation.
+        a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
+        ia, ib = 1.0 / (1.0 - 2.0 * c * a11), 1.0 / (1.0 - 2.0 * c * a22)
+        r11, r12, r22 = rhs[0, 0], 0.5 * (rhs[0, 1] + rhs[1, 0]), rhs[1, 1]
+        x12 = ((r12 + c * a21 * r11 * ia + c * a12 * r22 * ib)
+               / (1.0 - c * (a11 + a22) - 2.0 * c**2 * a12 * a21 * (ia + ib)))
+        x11 = (r11 + 2.0 * c * a12 * x12) * ia
+        x22 = (r22 + 2.0 * c * a21 * x12) * ib
+        return jnp.stack([jnp.stack([x11, x12]), jnp.stack([x12, x22])])
     eye = jnp.eye(n, dtype=rhs.dtype)
     # vec (row-major): (A X)_{ab} = sum_k A_ak X_kb, (X A^T)_{ab} = sum_k A_bk X_ak.
     K = ((eye[:, None, :, None] * eye[None, :, None, :])[..., None]

@@ -87,22 +87,30 @@ def streaming_arguments(problem, optimizer, ts, num_paths, dt, solver, coupled, 
 
 
 def streaming_runs(problem, drift, diffusion, ts, grid, key, num_paths, solver, coupled, blowup,
-                   risk_samples, *, aux0=None, gamma_of=None):
+                   risk_samples, y0=None, *, aux0=None, gamma_of=None):
     r"""Sample a streaming cell's paths of $X$ (call inside `jit`): stopped once $\max|B|$
     passes `blowup`$\,\times(1 + \max|B(0)|)$, recording $B = W^\top KW$ and $\|X - X^*\|^2$
     at `ts`, and their risk $h(B)$ by the independent estimator (`hsgd._risk`) on a key stream of
     its own (one key per path and time). Returns [`Runs`][hsgd.Runs].
 
+    `y0`: the initial state when it is more than $X_0$ (default `problem.X0`): a $d\times
+    (m + k)$ array whose first $m$ columns are $X$ (e.g. $[X \mid Y]$ for momentum; the
+    Brownian motion then has that shape too).
+
     `aux0`: auxiliary scalars $a$ (e.g. AdaGrad-Norm's accumulator, SPEC §10) started at
-    `aux0`: the state is then the pair $(X, a)$ (drift and diffusion take and return pairs; the
-    Brownian motion has $X$'s shape and the diffusion maps it to the pair). `gamma_of(t,
+    `aux0`: the state is then the pair $(y, a)$ (drift and diffusion take and return pairs; the
+    Brownian motion has $y$'s shape and the diffusion maps it to the pair). `gamma_of(t,
     state)`, when given, is recorded as `Runs.gamma` (a feedback stepsize)."""
     lam = problem.spectrum.eigenvalues.astype(ts.dtype)
     bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
-    y0 = problem.X0 if aux0 is None else (problem.X0, aux0)
+    m = problem.X0.shape[1]
+    y0 = problem.X0 if y0 is None else y0
+    noise_like = y0
+    if aux0 is not None:
+        y0 = (y0, aux0)
 
     def X_of(y):
-        return y if aux0 is None else y[0]
+        return (y if aux0 is None else y[0])[:, :m]
 
     def blew_up(t, y, args, **kwargs):
         W = jnp.concatenate([X_of(y), problem.X_star], axis=1)
@@ -114,7 +122,7 @@ def streaming_runs(problem, drift, diffusion, ts, grid, key, num_paths, solver, 
         return out if gamma_of is None else (*out, gamma_of(t, y))
 
     saved, unsaved = sample_paths(y0, drift, diffusion, blew_up, save, ts, grid, key, num_paths,
-                                  solver, coupled, noise_like=problem.X0)
+                                  solver, coupled, noise_like=noise_like)
     B, dist = saved[:2]
     keys = jax.random.split(jax.random.fold_in(key, 0x7269736B), B.shape[0] * B.shape[1])
     risk, se = risks_of(problem.loss, B, keys.reshape((*B.shape[:2], *keys.shape[1:])),

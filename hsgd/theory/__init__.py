@@ -25,6 +25,15 @@ and rates of the dynamics, as branch-free JAX functions of a problem and the hyp
   [`line_search_stepsize`][hsgd.theory.line_search_stepsize],
   [`adagrad_norm_limit_stepsize`][hsgd.theory.adagrad_norm_limit_stepsize],
   [`adagrad_norm_noisy_stepsize`][hsgd.theory.adagrad_norm_noisy_stepsize].
+- Streaming momentum, the linear family (SPEC §9):
+  [`heavy_ball_effective_stepsize`][hsgd.theory.heavy_ball_effective_stepsize],
+  [`effective_stepsize`][hsgd.theory.effective_stepsize],
+  [`streaming_momentum_kappa`][hsgd.theory.streaming_momentum_kappa],
+  [`streaming_momentum_stable`][hsgd.theory.streaming_momentum_stable],
+  [`streaming_momentum_limit_risk`][hsgd.theory.streaming_momentum_limit_risk],
+  [`sgd_power_law_exponent`][hsgd.theory.sgd_power_law_exponent],
+  [`dana_power_law_exponent`][hsgd.theory.dana_power_law_exponent],
+  [`fitted_exponent`][hsgd.theory.fitted_exponent].
 - Heavy ball on finite data (SPEC §3): `conditioning`, `heavy_ball_roots`, `gdm_rate`,
   `momentum_*`, `near_optimal_parameters`, `optimize_momentum`; batch saturation and rate maps
   (`batch_saturation`, `rate_map`, `rate_maps`).
@@ -66,6 +75,16 @@ from .momentum import (
     momentum_stepsize_limit as momentum_stepsize_limit,
     near_optimal_parameters as near_optimal_parameters,
     optimize_momentum as optimize_momentum,
+)
+from .momentum_streaming import (
+    dana_power_law_exponent as dana_power_law_exponent,
+    effective_stepsize as effective_stepsize,
+    fitted_exponent as fitted_exponent,
+    heavy_ball_effective_stepsize as heavy_ball_effective_stepsize,
+    sgd_power_law_exponent as sgd_power_law_exponent,
+    streaming_momentum_kappa as streaming_momentum_kappa,
+    streaming_momentum_limit_risk as streaming_momentum_limit_risk,
+    streaming_momentum_stable as streaming_momentum_stable,
 )
 from .saturation import (
     Saturation as Saturation,

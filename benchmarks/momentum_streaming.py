@@ -1,0 +1,107 @@
+"""Streaming momentum (issue 15, SPEC §9): the cost of the momentum ODE against SGD's ODE on the
+same problem and tolerance, and the power-law exponents of SGD, heavy ball and DANA-decaying.
+
+Speed: least squares on a power law with D = 1e4 modes (lambda_j ~ j^-1, tr K/d = 1, sigma =
+0.1, target weights lambda_j x*_j^2 ~ j^-1.5 normalised to ||x*||_K = 1, X0 = 0, 41 log-spaced
+output times on [0.01, 100]), rtol 1e-7 (the default). Baseline in the same run: SGD's ODE on
+StructuredKvaerno5 in its d -> infinity form (finite_d=False), the same tolerances. Rows: the
+DANA-like family of SPEC §12 (a) (delta = 1/(1+t), gamma1 = gamma2 = 1, gamma3 = 0.3), the
+same with gamma1 = gamma3 = 0 (SGD through the family), and logistic regression (||x*||_K = 3)
+with both. Times are the best of 3 after a warm-up call, compile (first call) separately; the
+ratio is to the SGD ODE of the same loss timed in the same run.
+
+Exponents: DANA-decaying with the issue's settings against SGD at DANA's gamma2 on a PLRF-
+normalised power law (lambda_j = j^{-2 alpha}, alpha = 0.75, beta_t = 0.5, D = 1e4 modes),
+noiseless (sigma = 0), the fitted slope of log risk against log t on [1, 30], printed next to the
+hsgd.theory predictions.
+
+    python benchmarks/momentum_streaming.py --out benchmarks/results   # ~3 min on 2 cores
+"""
+
+
+import jax.numpy as jnp
+import numpy as np
+
+from _common import parser, setup, timed, write
+
+D = 10_000
+TS = np.geomspace(0.01, 100.0, 41)
+
+
+def power_law_problem(hsgd, loss, d, exponent, target_exponent, norm, normalize="mean"):
+    spec = hsgd.Spectrum.power_law(d, exponent, normalize=normalize)
+    lam = np.asarray(spec.eigenvalues)
+    j = np.arange(1, d + 1)
+    weights = j ** (-float(target_exponent))
+    weights = norm**2 * weights / weights.sum()
+    return hsgd.Problem.from_arrays(loss, spec, np.sqrt(weights / lam))
+
+
+def speed(hsgd):
+    from hsgd._optimizer.linear_momentum import PowerDecay
+
+    rows = []
+    ts = jnp.asarray(TS)
+    for loss_name, loss, norm in (("least squares", hsgd.LeastSquares(0.1), 1.0),
+                                  ("logistic", hsgd.Logistic(), 3.0)):
+        prob = power_law_problem(hsgd, loss, D, 1.0, 1.5, norm)
+
+        def sgd():
+            return hsgd.ode(prob, hsgd.SGD(1.0), ts, finite_d=False,
+                            solver=hsgd.StructuredKvaerno5()).risk
+
+        def dana():
+            return hsgd.ode(prob, hsgd.LinearMomentum(1.0, 1.0, 0.3, PowerDecay(1.0, 1.0, 1.0)),
+                            ts).risk
+
+        def plain():
+            return hsgd.ode(prob, hsgd.LinearMomentum(0.0, 1.0, 0.0, 1.0), ts).risk
+
+        base_first, base, base_risk = timed(sgd)
+        for name, fn in (("momentum (DANA-like)", dana), ("momentum, gamma1 = gamma3 = 0", plain)):
+            first, best, risk = timed(fn)
+            row = dict(loss=loss_name, method=name, modes=D, compile_s=first - best,
+                       run_s=best, sgd_run_s=base, sgd_compile_s=base_first - base,
+                       ratio=best / base,
+                       max_rel_to_sgd=float(np.max(np.abs(np.asarray(risk)
+                                                          / np.asarray(base_risk) - 1))))
+            rows.append(row)
+            print(f"{loss_name:14s} {name:32s} run {best:7.3f} s  SGD {base:7.3f} s  "
+                  f"ratio {best / base:5.2f}  compile {first - best:5.1f} s  "
+                  f"max|risk/SGD - 1| {row['max_rel_to_sgd']:.2e}", flush=True)
+    return rows
+
+
+def exponents(hsgd):
+    alpha, beta_t = 0.75, 0.5
+    prob = power_law_problem(hsgd, hsgd.LeastSquares(0.0), D, 2 * alpha,
+                             2 * alpha + 2 * beta_t, 1.0, normalize=None)
+    ts = jnp.asarray(np.geomspace(0.1, 30.0, 41))
+    dana = hsgd.DANADecaying(alpha=alpha, target_exponent=beta_t)
+    gamma2 = float(dana.linear(prob).gamma2(0.0))
+    out = {}
+    for name, opt in (("sgd", hsgd.SGD(gamma2)), ("dana_decaying", dana)):
+        kw = dict(finite_d=False, solver=hsgd.StructuredKvaerno5()) if name == "sgd" else {}
+        sol = hsgd.ode(prob, opt, ts, **kw)
+        out[name] = dict(fitted=hsgd.theory.fitted_exponent(ts, sol.risk, 1.0, 30.0),
+                         risk=np.asarray(sol.risk).tolist())
+    out["sgd"]["predicted"] = float(hsgd.theory.sgd_power_law_exponent(alpha, beta_t))
+    out["dana_decaying"]["predicted"] = float(hsgd.theory.dana_power_law_exponent(alpha, beta_t))
+    for name in ("sgd", "dana_decaying"):
+        print(f"{name:14s} fitted exponent {out[name]['fitted']:.3f}  heuristic "
+              f"{out[name]['predicted']:.3f}", flush=True)
+    out["ts"] = np.asarray(ts).tolist()
+    return out
+
+
+def main():
+    args = parser(__doc__).parse_args()
+    setup(args)
+    import hsgd
+
+    write(args, __file__, dict(speed=speed(hsgd), exponents=exponents(hsgd)))
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,281 @@
+r"""The deterministic equivalent of streaming momentum, the linear family of SPEC §9, for any loss.
+
+For $y_{k+1} = (1 - \delta/d)\,y_k + (\bar\gamma_1/d)\,G_k$,
+$x_{k+1} = x_k - (\bar\gamma_2/d)\,G_k - (\bar\gamma_3/d)\,y_k$ ([`LinearMomentum`][]), per
+eigen-direction $j$ the second moments $V_j = d\,(\tilde W^\top u_j)(\tilde W^\top u_j)^\top$ of
+$\tilde W = [X \mid Y \mid X^*]$ solve, in $t = k/d$,
+
+$$\frac{dV_j}{dt} = A_jV_j + V_jA_j^\top + \frac{\lambda_j}{\beta}N(B),\qquad
+A_j = \begin{pmatrix}-\bar\gamma_2\lambda_jJ_x & -\bar\gamma_3 I_m & -\bar\gamma_2\lambda_jJ_*\\
+\bar\gamma_1\lambda_jJ_x & -\delta I_m & \bar\gamma_1\lambda_jJ_*\\ 0 & 0 & 0\end{pmatrix},$$
+
+$N(B) = (cc^\top)\otimes I(B)$ on the $(x, y)$ blocks, $c = (-\bar\gamma_2, \bar\gamma_1)$, and
+$B = \sum_j\omega_j\lambda_jV_j$ restricted to the $X$, $X^*$ blocks; $h$, $J = [J_x\mid J_*]$
+and $I$ are the loss's Gaussian moments of SPEC §1 at that $B$; risk $= h(B(t))$.
+
+The state is held in error coordinates $[X - X^* \mid Y \mid X^*]$ when $m = m^*$ (as for SGD,
+[`SGDModes`][]: the decaying risk is a state variable), where the target coupling becomes
+$J_x + J_*$ — zero for least squares, whose per-mode system is then SPEC §9's three scalars
+$P_j = d\,\mathbb{E}e_j^2$, $C_j = d\,\mathbb{E}e_jy_j$, $Q_j = d\,\mathbb{E}y_j^2$:
+
+$$P' = -2\bar\gamma_2\lambda P - 2\bar\gamma_3C + \bar\gamma_2^2\lambda\,\frac{2h}\beta,\quad
+C' = -(\bar\gamma_2\lambda + \delta)C - \bar\gamma_3Q + \bar\gamma_1\lambda P
+- \bar\gamma_1\bar\gamma_2\lambda\,\frac{2h}\beta,\quad
+Q' = -2\delta Q + 2\bar\gamma_1\lambda C + \bar\gamma_1^2\lambda\,\frac{2h}\beta,$$
+
+$2h = \sum_j\omega_j\lambda_jP_j + \sigma^2$: the free block of mode $j$ is exactly
+$\begin{pmatrix}P_j & C_j\\ C_j & Q_j\end{pmatrix}$ (in units of $s_j$). The system is posed as an
+[`AbstractModeDynamics`][] with $2m\times 2m$ free blocks and integrated by
+[`StructuredKvaerno5`][] (L-stable, error-controlled, differentiable), the coupling summary
+being SGD's (the $X - X^*$ and $X^*$ blocks of $B$).
+"""
+
+import dataclasses
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._optimizer import SGD, HeavyBall
+from .._optimizer.linear_momentum import (
+    DANAConstant,
+    DANADecaying,
+    LinearMomentum,
+    Scaled,
+    check_coefficients,
+    dimension_of,
+)
+from .._problem import Problem
+from .._registry import register
+from .._results import Solution
+from .streaming_sgd import (
+    SGDModes,
+    _assemble,
+    _dtmin,
+    _initial_step,
+    ode as sgd_ode,
+)
+from .structured import ModeSystem, StructuredKvaerno5, error_norm, initial_state
+
+
+class MomentumModes(SGDModes):
+    r"""SPEC §9's per-mode ODE in the form [`StructuredKvaerno5`][] solves: free blocks
+    $[X - X^*\mid Y]$ ($2m\times 2m$; $[X\mid Y]$ when $m\ne m^*$), the target block and the
+    summary as in [`SGDModes`][] (whose loss moments, $B$ and outputs it reuses), the linear
+    system of the module docstring. `schedule` is $\bar\gamma_2$."""
+
+    gamma1: object = None
+    gamma3: object = None
+    delta: object = None
+
+    @classmethod
+    def from_momentum(cls, problem: Problem, optimizer: LinearMomentum, batch):
+        """The dynamics and the initial blocks `(F, C)` (mode axis last; $Y_0 = 0$)."""
+        base, F0, C0 = SGDModes.from_problem(problem, optimizer.gamma2, batch)
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+        dyn = cls(**fields, gamma1=optimizer.gamma1, gamma3=optimizer.gamma3,
+                  delta=optimizer.delta)
+        m, J = F0.shape[0], F0.shape[-1]
+        zero = jnp.zeros((m, m, J), F0.dtype)
+        F = jnp.concatenate([jnp.concatenate([F0, zero], axis=1),
+                             jnp.concatenate([zero, zero], axis=1)], axis=0)
+        C = jnp.concatenate([C0, jnp.zeros_like(C0)], axis=0)
+        return dyn, F, C
+
+    def summary_linear(self, F, C):
+        m = self.m
+        return super().summary_linear(F[:m, :m], C[:m])
+
+    def coefficients(self, t, dtype):
+        return tuple(s(t).astype(dtype) for s in (self.gamma1, self.schedule, self.gamma3,
+                                                   self.delta))
+
+    def system(self, t, u, aux):
+        dtype = u.dtype
+        g1, g2, g3, dl = self.coefficients(t, dtype)
+        mom = self.moments(u)
+        m = self.m
+        Jx, Jt = mom.J[:, :m], mom.J[:, m:]
+        if self.error_coords:
+            Jt = Jx + Jt
+        lam = self.lam
+        J = lam.shape[0]
+        eye = jnp.broadcast_to(jnp.eye(m, dtype=dtype)[:, :, None], (m, m, J))
+        Jxl = Jx[:, :, None] * lam
+        A = jnp.concatenate([jnp.concatenate([-g2 * Jxl, -g3 * eye], axis=1),
+                             jnp.concatenate([g1 * Jxl, -dl * eye], axis=1)], axis=0)
+        Jtl = Jt[:, :, None] * lam
+        A_target = jnp.concatenate([-g2 * Jtl, g1 * Jtl], axis=0)
+        c = jnp.stack([-g2, g1])
+        cc = (c[:, None] * c[None, :])
+        noise = jnp.kron(cc, mom.I)  # (2m, 2m)
+        forcing = noise[:, :, None] * (lam / (self.batch * self.scale))
+        return ModeSystem(A=A, A_target=A_target, target=self.target, forcing=forcing,
+                          aux_rate=jnp.zeros((0,), dtype))
+
+    def error_floor(self):
+        base = super().error_floor()
+        F, C = base["F"], base["C"]
+        m = F.shape[0]
+        zero = jnp.zeros_like(F)
+        F = jnp.concatenate([jnp.concatenate([F, zero], axis=1),
+                             jnp.concatenate([zero, zero], axis=1)], axis=0)
+        return dict(F=F, C=jnp.concatenate([C, C], axis=0)) if m else base
+
+    def snapshot(self, problem: Problem, y, statistics):
+        m = self.m
+        return super().snapshot(problem, dict(y, F=y["F"][:m, :m], C=y["C"][:m]), statistics)
+
+
+def _common_checks(ts, rtol, atol, dtype):
+    ts = jnp.asarray(ts, dtype=dtype)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and not (float(tol) > 0):
+            raise ValueError(f"{name} must be a positive number, got {tol!r}")
+    return ts
+
+
+@register("ode", Problem, LinearMomentum)
+def ode(problem: Problem, optimizer: LinearMomentum, ts, *, statistics: dict | None = None,
+        rtol: float | None = None, atol: float | None = None,
+        stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+        adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
+        blowup: float = 1e6) -> Solution:
+    r"""Solve streaming momentum's deterministic equivalent (SPEC §9, module docstring) on the
+    times `ts`: the cells [`Problem`][] × [`LinearMomentum`][] (and its presets
+    [`DANAConstant`][], [`DANADecaying`][]) of [`hsgd.ode`][].
+
+    $$V_j' = A_jV_j + V_jA_j^\top + \frac{\lambda_j}\beta\,(cc^\top)\otimes I(B),\qquad
+    \text{risk} = h(B),\quad B = \sum_j\omega_j\lambda_jV_j,$$
+
+    any loss (its $J$, $I$, $h$ as for SGD), integrated by [`StructuredKvaerno5`][] with error
+    control on the aggregates of the moments (as SGD's default solve).
+
+    **Arguments:**
+
+    - `problem`: a [`Problem`][].
+    - `optimizer`: [`LinearMomentum`][] (scaled coefficients $\bar\gamma_1, \bar\gamma_2,
+      \bar\gamma_3, \delta$ of $t$, batch $\beta$), or a preset resolved on `problem`.
+    - `ts`: non-decreasing output times $t = k/d\ge 0$.
+    - `statistics`: optional dict name → [`Statistic`][] of the $[X\mid X^*]$ moments.
+    - `rtol`, `atol`: the controller's tolerances on the aggregates (default $10^{-7}$,
+      $10^{-18}$; float32 $10^{-5}$, $10^{-8}$), as for SGD.
+    - `stepsize_controller`, `adjoint`, `max_steps`: passed to `diffrax.diffeqsolve` (default
+      adjoint `RecursiveCheckpointAdjoint()`: `jax.grad` works through every coefficient).
+    - `blowup`: stop and report divergence once $\max|B|$ exceeds `blowup`$\times(1 +
+      \max|B(0)|)$.
+
+    **Returns:** a [`Solution`][]: `risk`, `B`, `distance`, `gamma` $=\bar\gamma_2(t)$ (the
+    direct step), `gamma_crit` NaN (SGD's critical rate does not apply), `error_estimate`.
+
+    Example:
+
+    ```python
+    spec = hsgd.Spectrum.power_law(1000, 1.5)
+    prob = hsgd.Problem.random(hsgd.LeastSquares(0.1), spec, jax.random.PRNGKey(0))
+    opt = hsgd.LinearMomentum(1.0, 1.0, 0.3, lambda t: 1.0 / (1.0 + t))
+    sol = hsgd.ode(prob, opt, jnp.geomspace(0.1, 20, 12))
+    ```
+    """
+    optimizer = optimizer.linear(problem)
+    statistics = {} if statistics is None else dict(statistics)
+    dtype = problem.V0.dtype
+    ts = _common_checks(ts, rtol, atol, dtype)
+    check_coefficients(optimizer, ts)
+    single = dtype == jnp.float32
+    rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
+    atol = (1e-8 if single else 1e-18) if atol is None else float(atol)
+    return _solve(problem, optimizer, ts, jnp.asarray(optimizer.batch, dtype), statistics,
+                  jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), stepsize_controller,
+                  adjoint, int(max_steps), float(blowup))
+
+
+@eqx.filter_jit
+def _solve(problem, optimizer, ts, batch, statistics, rtol, atol, stepsize_controller, adjoint,
+           max_steps, blowup):
+    coeffs = jnp.stack([jax.vmap(s)(ts).astype(ts.dtype) for s in optimizer.coefficients()])
+    ts = eqx.error_if(ts, jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0),
+                      "ts must be non-negative and non-decreasing")
+    ts = eqx.error_if(ts, ~jnp.all(coeffs >= 0),
+                      "the momentum coefficients gamma1, gamma2, gamma3, delta must be finite "
+                      "and >= 0 at every output time")
+    batch = eqx.error_if(batch, ~(batch >= 1), "batch must be >= 1")
+    dyn, F0, C0 = MomentumModes.from_momentum(problem, optimizer, batch)
+    y0 = initial_state(dyn, F0, C0, jnp.zeros((0,), F0.dtype))
+    if stepsize_controller is None:
+        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm,
+                                                    dtmin=_dtmin(ts))
+    if not isinstance(stepsize_controller, diffrax.ClipStepSizeController):
+        stepsize_controller = diffrax.ClipStepSizeController(stepsize_controller, step_ts=ts)
+    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
+
+    def blew_up(t, y, args, **kwargs):
+        return ~(jnp.max(jnp.abs(y["u"])) < bound)
+
+    def save(t, y, args):
+        return dict(args.snapshot(problem, y, statistics), error=y["acc"])
+
+    term = diffrax.ODETerm(lambda t, y, args: args.field(t, y))
+    solver = StructuredKvaerno5()
+    sol = diffrax.diffeqsolve(
+        term, solver, t0=0.0, t1=ts[-1],
+        dt0=_initial_step(stepsize_controller, term, solver, ts, y0, dyn), y0=y0, args=dyn,
+        saveat=diffrax.SaveAt(ts=ts, fn=save), stepsize_controller=stepsize_controller,
+        adjoint=adjoint, event=diffrax.Event(blew_up), max_steps=max_steps, throw=False)
+    error = sol.ys.pop("error")
+    out = _assemble(problem, ts, coeffs[1], batch, sol, bound, error)
+    return eqx.tree_at(lambda s: s.gamma_crit, out, jnp.full(ts.shape, jnp.nan, ts.dtype))
+
+
+for _preset in (DANAConstant, DANADecaying):
+    register("ode", Problem, _preset)(ode)
+
+
+def heavy_ball_family(problem: Problem, optimizer: HeavyBall, limit: bool = False):
+    r"""Streaming [`HeavyBall`][] $x_{k+1} = x_k - \frac{\gamma(t_k)}dG_k + \Delta_{\rm hb}(x_k -
+    x_{k-1})$ (SPEC §9) as an optimizer of the streaming cells: the family
+    [`LinearMomentum.heavy_ball`][hsgd.LinearMomentum.heavy_ball] in the problem's dimension $d$, or with `limit=True` its
+    $d\to\infty$ form, [`SGD`][] at $\Gamma_{\rm eff}(t) = \gamma(t)/(1 - \Delta_{\rm hb})$."""
+    if optimizer.batch is None:
+        raise ValueError("HeavyBall on a streaming Problem needs batch= (samples per step); "
+                         "batch_fraction applies to finite data only")
+    if limit:
+        return SGD(Scaled(optimizer.schedule, 1.0 / (1.0 - jnp.asarray(optimizer.momentum))),
+                   batch=optimizer.batch)
+    return LinearMomentum.heavy_ball(optimizer.schedule, optimizer.momentum,
+                                     dimension_of(problem), optimizer.batch)
+
+
+@register("ode", Problem, HeavyBall)
+def heavy_ball_ode(problem: Problem, optimizer: HeavyBall, ts, *, limit: bool = False,
+                   statistics: dict | None = None, rtol: float | None = None,
+                   atol: float | None = None,
+                   stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+                   adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
+                   blowup: float = 1e6) -> Solution:
+    r"""Streaming heavy ball's deterministic equivalent: the cell [`Problem`][] ×
+    [`HeavyBall`][] of [`hsgd.ode`][] (SPEC §9). The optimizer's schedule is $\gamma(t)$ of
+    $t = k/d$ (step $\gamma/d$, as SGD's), `momentum` $\Delta_{\rm hb}$, `batch` $\beta$.
+
+    - `limit=False` (default): the family ODE ([`ode`][hsgd._dynamics.streaming_momentum.ode])
+      at $\delta = d(1-\Delta_{\rm hb})$, $\bar\gamma_1 = d$, $\bar\gamma_2 = \gamma$,
+      $\bar\gamma_3 = \gamma\Delta_{\rm hb}$, $d$ the problem's dimension (its instance's, else
+      its number of modes).
+    - `limit=True`: the $d\to\infty$ form, SGD's ODE at $\Gamma_{\rm eff} = \gamma/(1 -
+      \Delta_{\rm hb})$ (noise with the same factor). The two differ by a relative
+      $O(\Gamma_{\rm eff}\lambda_{\max}/(d(1-\Delta_{\rm hb})))$.
+
+    Other options as for the family's [`ode`][hsgd._dynamics.streaming_momentum.ode].
+    """
+    options = dict(statistics=statistics, rtol=rtol, atol=atol,
+                   stepsize_controller=stepsize_controller, adjoint=adjoint,
+                   max_steps=max_steps, blowup=blowup)
+    family = heavy_ball_family(problem, optimizer, limit)
+    if limit:
+        return sgd_ode(problem, family, ts, solver=StructuredKvaerno5(), finite_d=False,
+                       **options)
+    return ode(problem, family, ts, **options)

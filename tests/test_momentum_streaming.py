@@ -1,0 +1,378 @@
+"""Streaming momentum, the linear first-order family (issue 15, SPEC §9): the per-mode ODE on
+[X - X* | Y | X*] against its three-scalar least-squares form, against SGD where it must reduce to
+it, against the real recursion (DANA-like, DANA-decaying, heavy ball; least squares and
+logistic), homogenized SGD with momentum, gradients and vmap through the coefficient schedules,
+the theory helpers and the refusals.
+
+Problems: SPEC §12's (log-uniform spectrum on [0.019, 5.71] normalised to tr K/d = 1, a target
+with lambda_j x*_j^2 equal for every mode and random signs, X0 = 0) or power laws. float64
+unless stated; fixed seeds, so every check is deterministic.
+"""
+
+import math
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hsgd
+from hsgd._optimizer.linear_momentum import LinearMomentum, PowerDecay
+
+# SPEC §12 (a): delta(t) = 1/(1 + t), gamma1 = gamma2 = 1, gamma3 = 0.3 (numbers become
+# Fixed schedules; one pytree structure for most tests, so the solve compiles once per shape)
+DANA_LIKE = dict(gamma1=1.0, gamma2=1.0, gamma3=0.3, delta=PowerDecay(1.0, 1.0, 1.0))
+
+
+def _log_uniform(d):
+    lam = np.exp(np.linspace(np.log(0.019), np.log(5.71), d))
+    return hsgd.Spectrum.from_eigenvalues(lam / lam.mean())
+
+
+def _spec12_problem(loss, d, key=3, norm=1.0):
+    """SPEC §12's problem: lambda_j x*_j^2 equal for every mode, ||x*||_K = norm."""
+    spec = _log_uniform(d)
+    lam = np.asarray(spec.eigenvalues)
+    signs = np.asarray(jax.random.rademacher(jax.random.PRNGKey(key), (d,)), float)
+    x_star = norm * signs / np.sqrt(lam * d)
+    return hsgd.Problem.from_arrays(loss, spec, x_star)
+
+
+def _three_scalar_reference(problem, g1, g2, g3, delta, batch, ts):
+    """SPEC §9's three scalars per mode (P, C, Q), written out and integrated by diffrax's own
+    Tsit5 at rtol 1e-11 (explicit: the spectrum spans a factor 300 only): independent of the
+    structured solver and of MomentumModes."""
+    lam = problem.spectrum.eigenvalues
+    w = problem.spectrum.weights
+    V0 = problem.V0
+    P0 = V0[:, 0, 0] - 2 * V0[:, 0, 1] + V0[:, 1, 1]
+    sigma2 = problem.loss.noise.std ** 2
+
+    def field(t, y, args):
+        P, C, Q = y
+        a1, a2, a3, dl = g1(t), g2(t), g3(t), delta(t)
+        f = (jnp.sum(w * lam * P) + sigma2) / batch
+        return (-2 * a2 * lam * P - 2 * a3 * C + a2**2 * lam * f,
+                -(a2 * lam + dl) * C - a3 * Q + a1 * lam * P - a1 * a2 * lam * f,
+                -2 * dl * Q + 2 * a1 * lam * C + a1**2 * lam * f)
+
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field), diffrax.Tsit5(), 0.0, ts[-1], None,
+        (P0, jnp.zeros_like(P0), jnp.zeros_like(P0)), saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.PIDController(rtol=1e-11, atol=1e-14), max_steps=100_000)
+    P = sol.ys[0]
+    return 0.5 * (jnp.sum(w * lam * P, axis=1) + sigma2)
+
+
+@pytest.fixture(scope="module")
+def small_ls():
+    return _spec12_problem(hsgd.LeastSquares(0.1), 64)
+
+
+TS = jnp.asarray(np.geomspace(0.1, 20.0, 9))
+
+
+def test_general_form_equals_the_three_scalar_form(small_ls):
+    # SPEC §9: for least squares the general V-form on [X - X* | Y | X*] is the three scalars
+    # (P, C, Q) per mode. Both are solved to ~1e-11 (structured solver at rtol 1e-10 on the
+    # aggregates, diffrax Tsit5 at 1e-11 on the scalars), so they must agree to ~1e-9
+    # relative; measured 2e-11.
+    g1, g3 = 1.0, 0.3
+    opt = LinearMomentum(**DANA_LIKE)
+    sol = hsgd.ode(small_ls, opt, TS, rtol=1e-10)
+    ref = _three_scalar_reference(
+        small_ls, lambda t: g1, lambda t: 1.0, lambda t: g3, lambda t: 1.0 / (1.0 + t), 1.0, TS)
+    np.testing.assert_allclose(np.asarray(sol.risk), np.asarray(ref), rtol=1e-9)
+    # momentum changes this curve: plain SGD at the same gamma2 is off by far more than the
+    # tolerances below (SPEC §12 (a): 0.071 vs 0.027 at T = 20)
+    sgd = hsgd.ode(small_ls, hsgd.SGD(1.0), TS, finite_d=False)
+    assert float(sgd.risk[-1]) > 2.0 * float(sol.risk[-1])
+
+
+def test_without_momentum_it_is_sgd(small_ls):
+    # gamma1 = gamma3 = 0: Y stays 0 and the X block is SGD's ODE (SPEC §1, d -> infinity
+    # form) term for term, so the two solves agree to the solvers' tolerance (rtol 1e-7 on the
+    # aggregates; measured 3e-15 on this problem: the same steps).
+    sol = hsgd.ode(small_ls, LinearMomentum(0.0, 1.0, 0.0, 1.0), TS)
+    ref = hsgd.ode(small_ls, hsgd.SGD(1.0), TS, finite_d=False, solver=hsgd.StructuredKvaerno5())
+    np.testing.assert_allclose(np.asarray(sol.risk), np.asarray(ref.risk), rtol=1e-7)
+    np.testing.assert_allclose(np.asarray(sol.distance), np.asarray(ref.distance), rtol=1e-7)
+
+
+def test_heavy_ball_is_sgd_at_the_effective_stepsize_as_d_grows(small_ls):
+    # SPEC §9: fixed heavy ball Delta_hb = 0.9 with gamma = 0.1 is, as d -> infinity, SGD at
+    # Gamma_eff = gamma / (1 - Delta_hb) = 1; the family ODE at delta = d (1 - Delta_hb)
+    # differs by a relative O(Gamma_eff lambda_max / (d (1 - Delta_hb))) = O(4e-7) at
+    # d = 1e8, below the solver's rtol 1e-7 times the steps' accumulation: 1e-6 is the
+    # tolerance (measured 1.6e-7).
+    gamma, momentum = 0.1, 0.9
+    eff = float(hsgd.theory.heavy_ball_effective_stepsize(gamma, momentum))
+    assert eff == pytest.approx(1.0)
+    sgd = hsgd.ode(small_ls, hsgd.SGD(eff), TS, finite_d=False, solver=hsgd.StructuredKvaerno5())
+    d = 1e8  # LinearMomentum.heavy_ball(gamma, momentum, d)'s coefficients, as plain numbers
+    big = hsgd.ode(small_ls, LinearMomentum(d, gamma, gamma * momentum, d * (1 - momentum)), TS)
+    np.testing.assert_allclose(np.asarray(big.risk), np.asarray(sgd.risk), rtol=1e-6)
+    # the streaming HeavyBall cell: limit=True is that d -> infinity form (same solve as SGD's)
+    lim = hsgd.ode(small_ls, hsgd.HeavyBall(gamma, momentum, batch=1), TS, limit=True)
+    np.testing.assert_allclose(np.asarray(lim.risk), np.asarray(sgd.risk), rtol=1e-12)
+    # at the problem's own d = 64 the family ODE feels the correction (Gamma lambda_max /
+    # (d (1 - Delta)) ~ 0.6): visibly different, but the same order
+    own = hsgd.ode(small_ls, hsgd.HeavyBall(gamma, momentum, batch=1), TS)
+    rel = np.abs(np.asarray(own.risk) / np.asarray(sgd.risk) - 1)
+    assert 1e-4 < rel.max() < 0.5
+
+
+def test_ode_matches_runs_small():
+    # DANA-like family of SPEC §12 (a) at d = 500, 8 runs, T = 10: SE/mean of the mean up to
+    # 2.7% at these sizes (measured), so the check is 4 SE or 3% at every time (a correct ODE
+    # exceeds 4 SE with probability < 1% per time with 7 degrees of freedom). Measured: max
+    # rel 4.8% at 2.4 SE (the same family at d = 1000 with 64 runs: max 1.4%, 2.7 SE).
+    prob = _spec12_problem(hsgd.LeastSquares(0.1), 500)
+    opt = LinearMomentum(**DANA_LIKE)
+    ts = jnp.asarray([0.0, 0.5, 1.0, 2.0, 4.0, 7.0, 10.0])
+    sol = hsgd.ode(prob, opt, ts)
+    runs = hsgd.simulate(prob, opt, ts, jax.random.PRNGKey(1), num_runs=8)
+    rel, z = _compare(sol.risk, runs, "DANA-like d=500")
+    np.testing.assert_allclose(float(sol.risk[0]), float(runs.risk[0, 0]), rtol=1e-12)
+    assert np.all((rel <= 0.03) | (z <= 4.0)), (rel, z)
+
+
+def _compare(pred, runs, label):
+    risk = np.asarray(runs.risk)
+    mean = risk.mean(0)[1:]
+    se = risk.std(0, ddof=1)[1:] / math.sqrt(risk.shape[0])
+    pred = np.asarray(pred)[1:]
+    rel, z = np.abs(pred - mean) / mean, np.abs(pred - mean) / se
+    print(f"{label}: max rel {rel.max():.4f}, max |z| {z.max():.2f}, "
+          f"max SE/mean {np.max(se / mean):.4f}")
+    return rel, z
+
+
+def test_grad_wrt_every_coefficient_matches_central_differences(small_ls):
+    # d risk(T) / d theta for one array leaf of each coefficient schedule (gamma1, gamma2,
+    # gamma3 constants, delta's PowerDecay scale), reverse mode through the structured solver,
+    # against central differences of converged solves (rtol 1e-11, step 1e-4 relative: the
+    # truncation error h^2 f''' ~ 1e-8 and the solver noise 1e-11 / 1e-4 = 1e-7 bound the
+    # difference at ~1e-6 relative). Measured: <= 3e-8.
+    T = jnp.asarray([0.5, 5.0])
+    leaves = dict(g1=1.0, g2=1.0, g3=0.3, dscale=1.0)
+
+    def risk(p):
+        opt = LinearMomentum(p["g1"], p["g2"], p["g3"], PowerDecay(p["dscale"], 1.0, 1.0))
+        # (the forward solves share DANA_LIKE's compiled structure)
+        return hsgd.ode(small_ls, opt, T, rtol=1e-11).risk[-1]
+
+    params = {k: jnp.asarray(v) for k, v in leaves.items()}
+    grads = jax.grad(risk)(params)
+    for name, value in leaves.items():
+        h = 1e-4 * value
+        up = dict(params, **{name: jnp.asarray(value + h)})
+        down = dict(params, **{name: jnp.asarray(value - h)})
+        fd = (float(risk(up)) - float(risk(down))) / (2 * h)
+        print(name, float(grads[name]), fd)
+        assert float(grads[name]) == pytest.approx(fd, rel=1e-6, abs=1e-12), name
+
+
+def test_vmap_over_64_momentum_pairs_equals_separate_solves(small_ls):
+    # One vmapped solve over 64 (gamma3, delta) pairs against 64 separate solves of the same
+    # problem: the same steps per pair only if the controller is per pair, which vmap of
+    # diffeqsolve is not (the batch steps together), so the agreement is the solver's
+    # tolerance: rtol 1e-7 on the aggregates -> 1e-6 on the risk (measured 4e-8).
+    g3s = jnp.asarray(np.repeat(np.linspace(0.05, 0.6, 8), 8))
+    deltas = jnp.asarray(np.tile(np.geomspace(0.3, 3.0, 8), 8))
+    T = jnp.asarray([1.0, 5.0, 20.0])
+
+    def final(g3, dl):
+        return hsgd.ode(small_ls, LinearMomentum(1.0, 1.0, g3, dl), T).risk
+
+    batched = jax.vmap(final)(g3s, deltas)
+    single = jnp.stack([final(a, b) for a, b in zip(g3s, deltas)])
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(single), rtol=1e-6)
+    assert float(jnp.std(batched[:, -1]) / jnp.mean(batched[:, -1])) > 0.05  # pairs differ
+
+
+def test_float32_smoke():
+    # float32 problem: the same curve as float64 within float32's solver tolerances (rtol 1e-5
+    # on the aggregates; 1e-3 relative on the risk leaves room for rounding over ~80 steps).
+    p64 = _spec12_problem(hsgd.LeastSquares(0.1), 64)
+    p32 = hsgd.Problem.from_arrays(hsgd.LeastSquares(0.1), _log_uniform(64).astype(jnp.float32),
+                                   np.asarray(p64.X_star), dtype=jnp.float32)
+    opt = LinearMomentum(1.0, 1.0, 0.3, 1.0)
+    ts = jnp.asarray([0.5, 2.0, 8.0])
+    r32 = hsgd.ode(p32, opt, ts.astype(jnp.float32)).risk
+    r64 = hsgd.ode(p64, opt, ts).risk
+    assert r32.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(r32), np.asarray(r64), rtol=1e-3)
+
+
+def test_theory_stability_and_floor_match_the_long_time_ode(small_ls):
+    # theory.streaming_momentum_limit_risk: h_inf = sigma^2 / (2 (1 - kappa)) from the
+    # stationary three scalars; the ODE at constant coefficients reaches it by T = 400
+    # (slowest mode rate ~ gamma2 lambda_min = 0.013 -> e^{-5} of its initial size, which
+    # carries ~1e-5 of the risk: the tolerance 1e-3 covers it).
+    g1, g2, g3, dl = 1.0, 0.5, 0.3, 1.0
+    spec = small_ls.spectrum
+    floor = float(hsgd.theory.streaming_momentum_limit_risk(spec, 0.1, g1, g2, g3, dl))
+    sol = hsgd.ode(small_ls, LinearMomentum(g1, g2, g3, dl), jnp.asarray([400.0, 800.0]))
+    assert float(sol.risk[-1]) == pytest.approx(floor, rel=1e-3)
+    # SGD's critical stepsize is the family's boundary with gamma1 = gamma3 = 0 (SPEC §1:
+    # gamma_crit = 2 beta / (tr K / d) = 2 here)
+    assert bool(hsgd.theory.streaming_momentum_stable(spec, 0.0, 1.99, 0.0, 1.0))
+    assert not bool(hsgd.theory.streaming_momentum_stable(spec, 0.0, 2.01, 0.0, 1.0))
+    # heavy ball with large delta: the boundary moves to Gamma_eff = gamma2 + g1 g3 / delta = 2
+    k = float(hsgd.theory.streaming_momentum_kappa(spec, 1e4, 1.0, 1e-4 * 1e4, 1e4))
+    assert k == pytest.approx(1.0, rel=1e-3)
+
+
+def test_presets_and_config_names():
+    prob = _spec12_problem(hsgd.LeastSquares(0.1), 64)
+    lin = hsgd.DANADecaying(alpha=1.0, target_exponent=0.5).linear(prob)
+    d, trace = 64.0, 64.0 * float(prob.spectrum.mean())
+    # per iteration: gamma1 = 1, gamma2 = 0.375 min(2/(b+1), 1/trK), Delta_k = delta/(1+k),
+    # delta = max(2 + (2 b_t - 1)/alpha, 2 - 1/alpha) + 1 = 3, gamma3_k = 0.1 (1+k)^{-1/2}
+    k = 10.0
+    t = k / d
+    assert float(lin.gamma1(t)) / d == pytest.approx(1.0)
+    assert float(lin.gamma2(t)) / d == pytest.approx(0.375 / trace)
+    assert float(lin.delta(t)) / d == pytest.approx(3.0 / (1 + k))
+    assert float(lin.gamma3(t)) / d == pytest.approx(0.1 * (1 + k) ** -0.5)
+    const = hsgd.DANAConstant(alpha=1.0, target_exponent=0.5).linear(prob)
+    assert float(const.gamma3(t)) / d == pytest.approx(0.1 / (d * trace))
+    types = hsgd._registry.optimizer_types()
+    assert types["momentum"] is LinearMomentum
+    assert types["dana_decaying"] is hsgd.DANADecaying
+    assert types["dana_constant"] is hsgd.DANAConstant
+    # the scaled convention's conversion from per-iteration coefficients
+    hb = LinearMomentum.from_iteration(d, 1.0, 0.1 / d, 0.09 / d, 0.1)
+    assert float(hb.delta(0.3)) == pytest.approx(0.1 * d)
+    assert float(hb.gamma2(0.3)) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("name, keys, cls", [
+    ("momentum", "gamma1 = 1.0\ngamma2 = 1.0\ngamma3 = 0.3\ndelta = 1.0", LinearMomentum),
+    ("dana_decaying", "alpha = 1.0\ntarget_exponent = 0.5", hsgd.DANADecaying),
+    ("dana_constant", "alpha = 1.0\ntarget_exponent = 0.5", hsgd.DANAConstant)])
+def test_config_names(name, keys, cls):
+    import tomllib
+
+    from hsgd._config import build
+
+    job = build(tomllib.loads(f"""
+[problem]
+loss = "least_squares"
+noise_std = 0.5
+d = 100
+[problem.spectrum]
+kind = "power_law"
+alpha = 0.5
+[optimizer]
+name = "{name}"
+batch = 2
+{keys}
+[run]
+horizon = 2.0
+num_times = 3
+"""))
+    assert type(job.optimizer) is cls and job.optimizer.batch == 2
+    assert "ode" in job.methods and "sgd" in job.methods
+
+
+def test_bad_input_is_a_clear_error(small_ls):
+    with pytest.raises(ValueError, match="gamma3"):
+        LinearMomentum(1.0, 1.0, -0.3, 1.0)
+    with pytest.raises(ValueError, match=r"delta\(t = "):
+        hsgd.ode(small_ls, LinearMomentum(1.0, 1.0, 0.3, lambda t: 1.0 - t), TS)
+    with pytest.raises(ValueError, match="batch"):
+        LinearMomentum(1.0, 1.0, 0.3, 1.0, batch=0)
+    with pytest.raises(ValueError, match="momentum"):
+        LinearMomentum.heavy_ball(0.1, 1.2, d=100)
+    with pytest.raises(ValueError, match="batch_fraction"):
+        hsgd.ode(small_ls, hsgd.HeavyBall(0.1, 0.5, batch_fraction=0.1), TS)
+    with pytest.raises(ValueError, match="alpha"):
+        hsgd.DANADecaying(alpha=0.1, target_exponent=0.5)
+    with pytest.raises(ValueError, match="ts"):
+        hsgd.ode(small_ls, LinearMomentum(1.0, 1.0, 0.3, 1.0), jnp.zeros((0,)))
+
+
+# ------------------------------------------------------------------ full-size checks (slow)
+
+
+@pytest.mark.slow
+def test_dana_decaying_least_squares_matches_runs():
+    # LS on a power law in the PLRF normalisation (eigenvalues j^{-2 alpha}, lambda_1 = 1,
+    # tr K = O(1); alpha = 0.75), d = 1500, a target with lambda_j x*_j^2 ~
+    # j^{-2 alpha - 2 beta_t} (beta_t = 0.5) of K-norm 1, sigma = 0.1, DANA-decaying with the
+    # issue's per-iteration settings: ODE vs the mean of 16 runs within 2% or 4 SE at
+    # log-spaced times (the issue's criterion), and momentum changes the curve (SGD at the
+    # same gamma2 is far off).
+    d, alpha, beta_t = 1500, 0.75, 0.5
+    prob = _power_law_problem(d, alpha, beta_t)
+    opt = hsgd.DANADecaying(alpha=alpha, target_exponent=beta_t)
+    ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.05, 20.0, 10)]))
+    sol = hsgd.ode(prob, opt, ts)
+    runs = hsgd.simulate(prob, opt, ts, jax.random.PRNGKey(11), num_runs=16)
+    rel, z = _compare(sol.risk, runs, "DANA-decaying LS d=1500")
+    assert np.all((rel <= 0.02) | (z <= 4.0)), (rel, z)
+    gamma2 = float(opt.linear(prob).gamma2(0.0))
+    sgd = hsgd.ode(prob, hsgd.SGD(gamma2), ts, finite_d=False)
+    assert np.max(np.abs(np.asarray(sgd.risk)[1:] / np.asarray(sol.risk)[1:] - 1)) > 0.1
+
+
+def _power_law_problem(d, alpha, beta_t, loss=None, norm=1.0):
+    spec = hsgd.Spectrum.power_law(d, 2 * alpha, normalize=None)
+    lam = np.asarray(spec.eigenvalues)
+    j = np.arange(1, d + 1)
+    weights = j ** (-2.0 * alpha - 2.0 * beta_t)  # lambda_j x*_j^2
+    weights = norm**2 * weights / weights.sum()
+    x_star = np.sqrt(weights / lam)
+    return hsgd.Problem.from_arrays(hsgd.LeastSquares(0.1) if loss is None else loss, spec,
+                                    x_star)
+
+
+@pytest.mark.slow
+def test_logistic_with_momentum_matches_runs():
+    # Logistic regression (SPEC §12 (b1): ||x*||_K = 5, the DANA-like family with gamma3 = 0.3)
+    # at d = 1000, 16 runs: ODE within 2% or 4 SE of the runs' mean of h, and the SGD ODE off by
+    # more (SPEC measured 0.43% vs 9%).
+    prob = _spec12_problem(hsgd.Logistic(), 1000, norm=5.0)
+    opt = LinearMomentum(**DANA_LIKE)
+    ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.1, 20.0, 9)]))
+    sol = hsgd.ode(prob, opt, ts)
+    runs = hsgd.simulate(prob, opt, ts, jax.random.PRNGKey(5), num_runs=16)
+    rel, z = _compare(sol.risk, runs, "logistic d=1000")
+    assert np.all((rel <= 0.02) | (z <= 4.0)), (rel, z)
+    sgd = hsgd.ode(prob, hsgd.SGD(1.0), ts)
+    assert np.max(np.abs(np.asarray(sgd.risk)[1:] / np.asarray(sol.risk)[1:] - 1)) > 0.05
+
+
+@pytest.mark.slow
+def test_heavy_ball_matches_sgd_at_effective_stepsize_and_runs():
+    # SPEC §12 (c): heavy ball Delta = 0.9, gamma = 0.1 on LS at d = 1000 vs 16 SGD+M runs:
+    # SGD's ODE at Gamma_eff = 1 and the family ODE at delta = d (1 - Delta) both within 2% or
+    # 4 SE (SPEC measured 1.4% and 1.5%); the same SGD ODE at gamma = 0.1 is far off (79%).
+    prob = _spec12_problem(hsgd.LeastSquares(0.1), 1000)
+    hb = hsgd.HeavyBall(0.1, 0.9, batch=1)
+    ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.1, 20.0, 9)]))
+    family = hsgd.ode(prob, hb, ts)
+    limit = hsgd.ode(prob, hb, ts, limit=True)
+    runs = hsgd.simulate(prob, hb, ts, jax.random.PRNGKey(2), num_runs=16)
+    for label, sol in (("family", family), ("limit", limit)):
+        rel, z = _compare(sol.risk, runs, f"heavy ball {label}")
+        assert np.all((rel <= 0.02) | (z <= 4.0)), (label, rel, z)
+    slow = hsgd.ode(prob, hsgd.SGD(0.1), ts, finite_d=False)
+    assert np.max(np.abs(np.asarray(slow.risk)[1:] / np.asarray(limit.risk)[1:] - 1)) > 0.3
+
+
+@pytest.mark.slow
+def test_homogenized_momentum_mean_matches_the_ode():
+    # Homogenized SGD with momentum (SDE) on the DANA-like LS problem at d = 500: the mean of 32
+    # paths within 3% or 4 SE of the ODE, the Euler bias at the default dt being ~0.5% (SGD's
+    # rule, SPEC §1 sde docs).
+    prob = _spec12_problem(hsgd.LeastSquares(0.1), 500)
+    opt = LinearMomentum(**DANA_LIKE)
+    ts = jnp.asarray([0.0, 1.0, 4.0, 10.0])
+    sol = hsgd.ode(prob, opt, ts)
+    paths = hsgd.sde(prob, opt, ts, jax.random.PRNGKey(4), num_paths=32)
+    rel, z = _compare(sol.risk, paths, "homogenized momentum d=500")
+    assert np.all((rel <= 0.03) | (z <= 4.0)), (rel, z)
