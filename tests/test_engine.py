@@ -26,6 +26,11 @@ _PROBLEMS = {
 _OPTIMIZERS = {
     ("Problem", "SGD"): lambda p: hsgd.SGD(0.5, batch=2),
     ("Problem", "SignSGD"): lambda p: hsgd.SignSGD(0.5, batch=2),
+    ("Problem", "AdaGradNorm"): lambda p: hsgd.AdaGradNorm(1.0, 0.5, batch=2),
+    ("Problem", "Polyak"): lambda p: hsgd.Polyak(cap=2.0, batch=2),
+    ("Problem", "LineSearch"): lambda p: hsgd.LineSearch(batch=2),
+    ("Problem", "FeedbackSchedule"): lambda p: hsgd.FeedbackSchedule(
+        lambda B, s: 0.5 * s.gamma_crit, batch=2),
     ("FiniteProblem", "SGD"): lambda p: hsgd.SGD(0.5 * float(hsgd.theory.gamma_max(p))),
     ("FiniteProblem", "HeavyBall"): lambda p: hsgd.HeavyBall(0.02, momentum=0.5, batch=6),
     ("Problem", "HeavyBall"): lambda p: hsgd.HeavyBall(0.1, momentum=0.5, batch=2),
@@ -38,6 +43,10 @@ _OPTIMIZERS = {
 _TIMES = {
     ("Problem", "SGD"): np.linspace(0.0, 1.0, 3),
     ("Problem", "SignSGD"): np.linspace(0.0, 1.0, 3),
+    ("Problem", "AdaGradNorm"): np.linspace(0.0, 1.0, 3),
+    ("Problem", "Polyak"): np.linspace(0.0, 1.0, 3),
+    ("Problem", "LineSearch"): np.linspace(0.0, 1.0, 3),
+    ("Problem", "FeedbackSchedule"): np.linspace(0.0, 1.0, 3),
     ("FiniteProblem", "SGD"): np.linspace(0.0, 1.0, 3),
     ("FiniteProblem", "HeavyBall"): np.array([0, 10, 20]),
     ("Problem", "HeavyBall"): np.linspace(0.0, 1.0, 3),
