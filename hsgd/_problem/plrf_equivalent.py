@@ -36,6 +36,9 @@ continued from the largest $x$ (where $m\approx -1/z$) downward, each iterate ke
 half plane. Each $x_k$ is a mode with weight $\omega_k\propto\rho(x_k)x_kh$ and risk weight
 $r_k\propto\operatorname{Im}G(z_k)h/\pi$, both normalised (the mass lost to the grid's ends is
 reported) and $r$ rescaled to the exact $G(0)$, so the initial risk and $P_\infty$ are exact.
+The mass the smoothing leaks above the top eigenvalue is merged into the mode at the median of
+the top eigenvalue's bump (no mode lies above the spectrum, so the stepsize limit is the
+spectrum's).
 The population sum runs over the first $\min(v, 2048)$ indices exactly and over geometric bins
 (ratio $1.002$) beyond, so $v$ may be $10^6$ and more at the same cost.
 
@@ -50,6 +53,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+
+from .._loss.least_squares import LeastSquares
+from .._spectrum import Spectrum
 
 _EXACT = 2048  # population indices summed exactly; geometric bins beyond
 _RATIO = 1.002  # the bins' ratio
@@ -78,6 +84,20 @@ class PLRFEquivalent(NamedTuple):
     irreducible_loss: Float[Array, ""]
     m0: Float[Array, ""]
     captured: Float[Array, ""]
+
+    def loss(self) -> LeastSquares:
+        r"""Least squares with Gaussian label noise of variance $2P_\infty$ (SPEC §13)."""
+        return LeastSquares(jnp.sqrt(2.0 * self.irreducible_loss))
+
+    def spectrum(self) -> Spectrum:
+        r"""The grid as a [`Spectrum`][] (weights $\omega_k$)."""
+        return Spectrum(self.eigenvalues, self.weights)
+
+    def moments(self) -> Float[Array, "N 2 2"]:
+        r"""$V_k(0)$ for $\theta_0 = 0$: the target block $T_k$ only."""
+        T = self.target_moments()
+        zero = jnp.zeros_like(T)
+        return jnp.stack([jnp.stack([zero, zero], -1), jnp.stack([zero, T], -1)], -2)
 
     def target_moments(self) -> Float[Array, " N"]:
         r"""$T_k = d\,\overline{(u^\top\theta^*)^2}$ at $x_k$: $r_k/(\omega_kx_k)$, so that
@@ -207,6 +227,18 @@ def plrf_equivalent(alpha, beta, v: int, d, *, num_modes: int = 8192,
     weights = jnp.maximum(mass, 0.0) / captured
     risk = jnp.maximum(risk, 0.0)
     risk = risk * (G0 / jnp.sum(risk))
+    # The smoothing leaks mass above the top eigenvalue; modes there, however light, would set
+    # the stepsize limit (SPEC §8 (i) is per mode). Merge everything above the median of the top
+    # eigenvalue's bump (where the mass from the top reaches half an eigenvalue, 1/(2d)) into
+    # that mode, and park the emptied modes at its eigenvalue with no weight.
+    above = jnp.cumsum(weights)  # xs decreasing: the mass above each point
+    top = jnp.argmax(above >= 0.5 / d)
+    index = jnp.arange(num_modes)
+    merged = index < top
+    weights = jnp.where(index == top, above[top], jnp.where(merged, 0.0, weights))
+    cum_risk = jnp.cumsum(risk)
+    risk = jnp.where(index == top, cum_risk[top], jnp.where(merged, 0.0, risk))
+    xs = jnp.where(merged, xs[top], xs)
     tiny = jnp.finfo(dtype).tiny
     weights = jnp.maximum(weights, tiny)
     P_inf = 0.5 * jnp.sum(pmass / (1.0 + dbar * m0))

@@ -57,7 +57,7 @@ class Problem(AbstractProblem):
 
     @property
     def d(self) -> int | None:
-        """The dimension: the instance's, else `dimension` (`None`: not known, $d\to\infty$)."""
+        r"""The dimension: the instance's, else `dimension` (`None`: not known, $d\to\infty$)."""
         return self.dimension if self.X_star is None else self.X_star.shape[0]
 
     def B0(self) -> Float[Array, "p p"]:
@@ -172,14 +172,24 @@ class Problem(AbstractProblem):
         return cls.from_arrays(loss, spectrum, X_star, X0, dtype=dtype)
 
     @classmethod
-    def plrf(cls, alpha, beta, v: int, d: int, key: PRNGKey, *, theta0=None,
-             dtype=None) -> "Problem":
+    def plrf(cls, alpha, beta, v: int, d: int, key: PRNGKey | None = None, *, theta0=None,
+             deterministic: bool = False, num_modes: int = 8192, dtype=None) -> "Problem":
         r"""Power-law random features (SPEC §13) as the exact streaming least-squares problem:
         [`PLRF.sample`][hsgd.PLRF.sample]`(alpha, beta, v, d, key).problem(theta0)` — data
         $x_j = j^{-\alpha}z_j$ ($j \le v$), target $b_j = j^{-\beta}$, features $W^\top x$
         ($W$: $v\times d$, $N(0, 1/d)$), posed in the eigenbasis of $\hat K = W^\top DW$ with
         target $\theta^*$ and label noise of variance $2P_\infty$ (the part of the target the
         features cannot express). Its risk is the PLRF loss.
+
+        `deterministic=True` (no `key`, $\theta_0 = 0$, $v > d$): the deterministic equivalent
+        instead of a sampled $W$ — the spectrum of $\hat K$ and the target's weights on it from
+        the resolvent fixed point, on `num_modes` log-spaced modes
+        ([`plrf_equivalent`][hsgd._problem.plrf_equivalent.plrf_equivalent]), with the exact
+        $P_\infty$; no instance (theory only: [`hsgd.ode`][], not [`hsgd.simulate`][]), and
+        `dimension` $= d$, so the finite-$d$ dynamics apply. Its cost does not grow with $d$
+        ($v$ and $d$ may be $10^6$); `alpha`, `beta` and `d` may be traced (`jax.vmap` over
+        them). It is a $d\to\infty$ statement about $W$: its loss curves are within 1.6% of
+        the mean over sampled $W$ at $d = 2000$ ($v = 4d$), 3.6% at $d = 500$, 8% at $d = 250$.
 
         **Stepsizes:** a per-iteration stepsize $\eta$ is hsgd's $\gamma = \eta\,d$
         (`hsgd.SGD(eta * d, batch=...)`), time $t = k/d$ for iteration $k$ (flops
@@ -190,8 +200,24 @@ class Problem(AbstractProblem):
         prob = hsgd.Problem.plrf(1.0, 0.7, v=2000, d=500, key=jax.random.PRNGKey(0))
         eta = 0.5 / float(prob.spectrum.eigenvalues.sum())        # per iteration
         sol = hsgd.ode(prob, hsgd.SGD(eta * prob.d, batch=8), ts)  # exact finite-d dynamics
+        det = hsgd.Problem.plrf(1.0, 0.7, v=2000, d=500, deterministic=True)
         ```
         """
+        if deterministic:
+            if key is not None or theta0 is not None:
+                raise ValueError("Problem.plrf(deterministic=True) has no sampled W: pass "
+                                 "neither key nor theta0 (it starts at theta0 = 0)")
+            if not (int(v) == v and v >= 1) or (not isinstance(d, jax.core.Tracer)
+                                                 and not d < v):
+                raise ValueError(f"the deterministic PLRF problem needs integers v > d "
+                                 f"(K-hat invertible), got v={v!r}, d={d!r}")
+            from .plrf_equivalent import plrf_equivalent
+
+            eq = plrf_equivalent(alpha, beta, v, d, num_modes=num_modes, dtype=dtype)
+            return cls(eq.loss(), eq.spectrum(), eq.moments(), dimension=d)
+        if key is None:
+            raise ValueError("Problem.plrf samples W: pass a PRNG key (or deterministic=True "
+                             "for the deterministic equivalent)")
         from .plrf import PLRF
 
         return PLRF.sample(alpha, beta, v, d, key, dtype=dtype).problem(theta0)
