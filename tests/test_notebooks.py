@@ -7,10 +7,11 @@ import matplotlib
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-# The two heaviest at their test size (~110 s each on 2 loaded cores: the quickstart's kinked
-# Huber loss gets a 1M-point expectation rule, signSGD compares best-tuned optimizers) run with
+# The heaviest at their test size (~110 s each on 2 loaded cores: the quickstart's kinked
+# Huber loss gets a 1M-point expectation rule, signSGD compares best-tuned optimizers; adaptive,
+# ~140 s, runs AdaGrad-Norm and the oracles against SGD runs and tunes eta) run with
 # the slow tests (`pytest -m slow`, which .ci/run runs too), to keep the default suite short.
-_SLOW = {"quickstart.ipynb", "signsgd.ipynb"}
+_SLOW = {"quickstart.ipynb", "signsgd.ipynb", "adaptive.ipynb"}
 NOTEBOOKS = [pytest.param(p, marks=pytest.mark.slow) if p.name in _SLOW else p
              for p in NOTEBOOKS]
 
