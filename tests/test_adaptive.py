@@ -237,6 +237,15 @@ def test_bad_inputs(make, match):
         make()
 
 
+def test_traced_b0_is_checked_at_run_time():
+    # A vmapped b0 is not concrete when the module is built: the solve refuses b0 <= 0 loudly
+    # instead of returning NaN (Gamma(0) = eta / b0).
+    prob = hsgd.Problem.isotropic(hsgd.LeastSquares(0.5), hsgd.Spectrum.uniform(20, 0.2, 1.8))
+    f = jax.vmap(lambda b: hsgd.ode(prob, hsgd.AdaGradNorm(1.0, b), jnp.array([0.0, 1.0])).risk)
+    with pytest.raises(Exception, match="b0 must be > 0"):
+        jax.block_until_ready(f(jnp.array([0.5, 0.0])))
+
+
 def test_polyak_needs_h_star_for_custom_loss():
     loss = hsgd.CustomLoss(lambda x, xs, e: 0.5 * (x[0] - xs[0]) ** 2)
     prob = hsgd.Problem.isotropic(loss, hsgd.Spectrum.uniform(10, 0.5, 1.5))

@@ -196,6 +196,9 @@ def _solve(problem, rule, ts, batch, statistics, rtol, atol, stepsize_controller
            max_steps, blowup):
     base_rates = jax.vmap(rule.schedule)(ts)
     ts, batch = _check(ts, batch, base_rates)
+    if isinstance(rule, AdaGradNorm):  # traced b0 (vmap, grad) is checked here
+        ts = eqx.error_if(ts, ~(rule.b0 > 0), "AdaGradNorm: b0 must be > 0 (b0 = 0 has no O(1) "
+                          "limit, SPEC §10); pass a positive b0")
     dyn, F0, C0 = AdaptiveModes.from_rule(problem, rule, batch)
     y0 = initial_state(dyn, F0, C0, jnp.zeros((rule.num_aux,), F0.dtype))
     return integrate_modes(problem, dyn, y0, ts, None, batch, statistics, StructuredKvaerno5(),
