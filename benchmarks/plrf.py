@@ -24,9 +24,9 @@ Sherman-Morrison per step; benchmarks/stiff.py's, with the self-interaction) at 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from stiff import TS, alternating, log_time_implicit_euler, rel, row
 
 from _common import parser, setup, timed, write
-from stiff import TS, alternating, log_time_implicit_euler, rel, row
 
 GAMMA = 1.0
 

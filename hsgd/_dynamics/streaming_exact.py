@@ -31,9 +31,11 @@ def exact_recursion(problem: Problem, optimizer: SGD, ts, *, blowup: float = 1e6
     recorded at iterations $k = \operatorname{round}(td)$ of the times `ts` (what
     `hsgd.ode(..., recursion=True)` runs).
 
-    **Arguments:** a least-squares [`Problem`][] with an instance (it needs $d$, the number of
-    modes, each of weight $1/d$), an [`SGD`][] (its schedule at $t = k/d$, its batch $\beta$,
-    continuous here), the times `ts` (concrete: they fix the number of iterations), and
+    **Arguments:** a least-squares [`Problem`][] whose $d$ is known and concrete (an instance,
+    or `dimension`; on a coarsened or deterministic spectrum each bin stands for its modes,
+    $\omega_j$ their share, as in the ODE), an [`SGD`][] (its schedule at $t = k/d$, its
+    batch $\beta$, continuous here), the times `ts` (concrete: with $d$ they fix the number
+    of iterations), and
     `blowup`: divergence once $\max|B|$ exceeds `blowup` $\times(1 + \max|B(0)|)$ or a value is
     not finite.
 
@@ -49,16 +51,19 @@ def exact_recursion(problem: Problem, optimizer: SGD, ts, *, blowup: float = 1e6
     if problem.loss.m != 1 or problem.loss.m_star != 1:
         raise ValueError("the exact recursion is for least squares with m = m* = 1")
     ts_np = check_times(ts)
+    if isinstance(problem.d, jax.core.Tracer):
+        raise ValueError("the exact recursion needs a concrete d (it fixes the number of "
+                         "iterations, round(t d)); under vmap/jit over d use the ODE "
+                         "(recursion=False)")
     d = int(problem.d)
     steps = np.rint(ts_np * d).astype(np.int64)
     return _run(problem, optimizer, jnp.asarray(ts_np, problem.V0.dtype),
-                jnp.asarray(steps), int(steps[-1]), float(blowup))
+                jnp.asarray(steps), int(steps[-1]), float(blowup), d)
 
 
 @eqx.filter_jit
-def _run(problem, optimizer, ts, steps, num_iterations: int, blowup: float):
+def _run(problem, optimizer, ts, steps, num_iterations: int, blowup: float, d: int):
     dtype = problem.V0.dtype
-    d = problem.d
     lam = problem.spectrum.eigenvalues.astype(dtype)
     w = problem.spectrum.weights.astype(dtype)
     V0 = problem.V0
