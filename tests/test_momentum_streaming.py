@@ -302,12 +302,16 @@ def test_bad_input_is_a_clear_error(small_ls):
 def test_dana_decaying_least_squares_matches_runs():
     # LS on a power law in the PLRF normalisation (eigenvalues j^{-2 alpha}, lambda_1 = 1,
     # tr K = O(1); alpha = 0.75), d = 1500, a target with lambda_j x*_j^2 ~
-    # j^{-2 alpha - 2 beta_t} (beta_t = 0.5) of K-norm 1, sigma = 0.1, DANA-decaying with the
-    # issue's per-iteration settings: ODE vs the mean of 16 runs within 2% or 4 SE at
-    # log-spaced times (the issue's criterion), and momentum changes the curve (SGD at the
-    # same gamma2 is far off).
+    # j^{-2 alpha - 2 beta_t} (beta_t = 0.5) of K-norm 1, no label noise (with sigma = 0.1 the
+    # risk sits on its floor from t ~ 0.5 on), DANA-decaying with the issue's per-iteration
+    # settings: ODE vs the mean of 16 runs within 2% or 4 SE at log-spaced times (the issue's
+    # criterion), and momentum changes the curve (SGD at the same gamma2 is 9x higher at
+    # T = 20). Measured: max rel 5.3% at 0.75 SE (SE/mean up to 7%: the top modes, gamma_2
+    # lambda_1 = 0.15 per iteration, do not concentrate), max |z| 1.4; the ODE is 2-5% below
+    # the runs at most times, the size of the finite-d self-interaction SGD's exact form adds
+    # on this problem (2-4%), which the momentum ODE does not have (d -> infinity form).
     d, alpha, beta_t = 1500, 0.75, 0.5
-    prob = _power_law_problem(d, alpha, beta_t)
+    prob = _power_law_problem(d, alpha, beta_t, loss=hsgd.LeastSquares(0.0))
     opt = hsgd.DANADecaying(alpha=alpha, target_exponent=beta_t)
     ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.05, 20.0, 10)]))
     sol = hsgd.ode(prob, opt, ts)
@@ -334,7 +338,7 @@ def _power_law_problem(d, alpha, beta_t, loss=None, norm=1.0):
 def test_logistic_with_momentum_matches_runs():
     # Logistic regression (SPEC §12 (b1): ||x*||_K = 5, the DANA-like family with gamma3 = 0.3)
     # at d = 1000, 16 runs: ODE within 2% or 4 SE of the runs' mean of h, and the SGD ODE off by
-    # more (SPEC measured 0.43% vs 9%).
+    # more (SPEC measured 0.43% vs 9%). Measured here: max rel 0.39% (1.3 SE, SE/mean <= 0.3%).
     prob = _spec12_problem(hsgd.Logistic(), 1000, norm=5.0)
     opt = LinearMomentum(**DANA_LIKE)
     ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.1, 20.0, 9)]))
@@ -351,6 +355,7 @@ def test_heavy_ball_matches_sgd_at_effective_stepsize_and_runs():
     # SPEC §12 (c): heavy ball Delta = 0.9, gamma = 0.1 on LS at d = 1000 vs 16 SGD+M runs:
     # SGD's ODE at Gamma_eff = 1 and the family ODE at delta = d (1 - Delta) both within 2% or
     # 4 SE (SPEC measured 1.4% and 1.5%); the same SGD ODE at gamma = 0.1 is far off (79%).
+    # Measured here: family 1.5% (1.9 SE), limit 1.8% (2.9 SE), SE/mean <= 1.3%.
     prob = _spec12_problem(hsgd.LeastSquares(0.1), 1000)
     hb = hsgd.HeavyBall(0.1, 0.9, batch=1)
     ts = jnp.asarray(np.concatenate([[0.0], np.geomspace(0.1, 20.0, 9)]))
@@ -368,7 +373,7 @@ def test_heavy_ball_matches_sgd_at_effective_stepsize_and_runs():
 def test_homogenized_momentum_mean_matches_the_ode():
     # Homogenized SGD with momentum (SDE) on the DANA-like LS problem at d = 500: the mean of 32
     # paths within 3% or 4 SE of the ODE, the Euler bias at the default dt being ~0.5% (SGD's
-    # rule, SPEC §1 sde docs).
+    # rule, SPEC §1 sde docs). Measured: max rel 2.3% (1.3 SE, SE/mean <= 1.8%).
     prob = _spec12_problem(hsgd.LeastSquares(0.1), 500)
     opt = LinearMomentum(**DANA_LIKE)
     ts = jnp.asarray([0.0, 1.0, 4.0, 10.0])
@@ -376,3 +381,20 @@ def test_homogenized_momentum_mean_matches_the_ode():
     paths = hsgd.sde(prob, opt, ts, jax.random.PRNGKey(4), num_paths=32)
     rel, z = _compare(sol.risk, paths, "homogenized momentum d=500")
     assert np.all((rel <= 0.03) | (z <= 4.0)), (rel, z)
+
+
+@pytest.mark.slow
+def test_tune_optimises_the_coefficients_jointly():
+    # The generic tune (no momentum-specific code): gamma2(t) as a knot schedule and the
+    # constant gamma3 and delta as hyperparameters (LinearMomentum.tunable), by gradient
+    # through the ODE. The tuned final risk must not exceed the starting one (tune returns the
+    # best iterate) and must improve it here (the start gamma3 = 0.3, delta = 1 is not optimal).
+    prob = _spec12_problem(hsgd.LeastSquares(0.1), 64)
+    opt = LinearMomentum(1.0, 1.0, 0.3, 1.0)
+    res = hsgd.tune(prob, "knots", 10.0, optimizer=opt, init_gamma=1.0, num_knots=4,
+                    hyperparameters={"gamma3": 0.3, "delta": 1.0}, num_steps=15,
+                    learning_rate=0.1)
+    hist = np.asarray(res.loss_history)
+    print("tune: start", hist[0], "best", hist.min(), res.optimizer)
+    assert isinstance(res.optimizer, LinearMomentum)
+    assert hist.min() < 0.98 * hist[0]

@@ -162,9 +162,15 @@ class LinearMomentum(AbstractOptimizer):
         return super().replace(**changes)
 
     def tunable(self, problem) -> dict[str, tuple[float, float]]:
-        r"""`batch` $\beta\in(1, 256)$ (the ODE's noise is $\propto 1/\beta$); the
-        coefficient schedules are tuned through their own array leaves (see [`tune`][])."""
-        return {"batch": (1.0, 256.0)}
+        r"""What [`tune`][] may optimise jointly with $\bar\gamma_2(t)$ (its `schedule`):
+        `batch` $\beta\in(1, 256)$ (the ODE's noise is $\propto 1/\beta$) and each of
+        $\bar\gamma_1\in(0, 10)$, $\bar\gamma_3\in(0, 10)$, $\delta\in(0, 100)$ that is a
+        constant (`Fixed`); a coefficient given as another schedule keeps its shape."""
+        out = {"batch": (1.0, 256.0)}
+        for name, high in (("gamma1", 10.0), ("gamma3", 10.0), ("delta", 100.0)):
+            if isinstance(getattr(self, name), Fixed):
+                out[name] = (0.0, high)
+        return out
 
     def for_simulation(self, problem) -> "LinearMomentum":
         """`batch` rounded to the nearest integer (a tuned or vmapped batch is a float)."""
