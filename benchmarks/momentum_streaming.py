@@ -15,10 +15,18 @@ normalised power law (lambda_j = j^{-2 alpha}, alpha = 0.75, beta_t = 0.5, D = 1
 noiseless (sigma = 0), the fitted slope of log risk against log t on [1, 30], printed next to the
 hsgd.theory predictions.
 
-    python benchmarks/momentum_streaming.py --out benchmarks/results   # ~3 min on 2 cores
+PLRF (SPEC §13, Problem.plrf): the same two exponents of risk - P_inf on a sampled instance
+(d = 1000, v = 4000), fitted on t in [0.05, 3], before the finite-d plateau.
+
+    python benchmarks/momentum_streaming.py --out benchmarks/results   # ~5 min on 2 cores
+    python benchmarks/momentum_streaming.py --out benchmarks/results --parts plrf
 """
 
 
+import json
+from pathlib import Path
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -94,12 +102,49 @@ def exponents(hsgd):
     return out
 
 
+def plrf(hsgd):
+    """The same comparison on a sampled PLRF problem (SPEC §13: Problem.plrf, v = 4d, d = 1000,
+    alpha = 0.75, beta = 0.5): the exponent of risk - P_inf on t in [0.05, 3] (k = 50 to 3000
+    iterations, before the finite-d plateau that sets in near k ~ d^{2 alpha} ~ 3e4)."""
+    alpha, beta_t = 0.75, 0.5
+    prob = hsgd.Problem.plrf(alpha, beta_t, v=4000, d=1000, key=jax.random.PRNGKey(0))
+    floor = 0.5 * float(prob.loss.noise.std) ** 2
+    ts = jnp.asarray(np.geomspace(0.01, 30.0, 49))
+    dana = hsgd.DANADecaying(alpha=alpha, target_exponent=beta_t)
+    gamma2 = float(dana.linear(prob).gamma2(0.0))
+    out = dict(P_inf=floor, window=[0.05, 3.0])
+    for name, opt in (("sgd", hsgd.SGD(gamma2)), ("dana_decaying", dana)):
+        sol = hsgd.ode(prob, opt, ts)
+        excess = np.asarray(sol.risk) - floor
+        out[name] = dict(fitted=hsgd.theory.fitted_exponent(ts, excess, 0.05, 3.0),
+                         risk=np.asarray(sol.risk).tolist())
+        print(f"PLRF {name:14s} fitted exponent of risk - P_inf {out[name]['fitted']:.3f}",
+              flush=True)
+    out["predicted"] = dict(sgd=float(hsgd.theory.sgd_power_law_exponent(alpha, beta_t)),
+                            dana_decaying=float(hsgd.theory.dana_power_law_exponent(alpha,
+                                                                                   beta_t)))
+    out["ts"] = np.asarray(ts).tolist()
+    return out
+
+
+PARTS = {"speed": speed, "exponents": exponents, "plrf": plrf}
+
+
 def main():
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ",".join(PARTS))
+    args = p.parse_args()
     setup(args)
     import hsgd
 
-    write(args, __file__, dict(speed=speed(hsgd), exponents=exponents(hsgd)))
+    folder = Path(args.out) if args.out else Path(__file__).resolve().parent
+    old = folder / (Path(__file__).stem + ".json")
+    payload = json.loads(old.read_text()) if old.exists() else {}
+    payload.pop("machine", None)
+    for name in args.parts.split(","):
+        print(f"--- {name}", flush=True)
+        payload[name] = PARTS[name](hsgd)
+    write(args, __file__, payload)
 
 
 if __name__ == "__main__":

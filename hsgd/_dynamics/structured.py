@@ -179,6 +179,8 @@ def _mm(X, Y):
     """Per-mode matrix product of `(a, b, J)` and `(b, c, J)` blocks (elementwise over modes)."""
     if X.shape[1] == 1:
         return X * Y
+    if X.shape[1] == 2:  # two products and a sum (no 4-D intermediate)
+        return X[:, 0, None, :] * Y[None, 0, :, :] + X[:, 1, None, :] * Y[None, 1, :, :]
     return jnp.sum(X[:, :, None, :] * Y[None, :, :, :], axis=1)
 
 
