@@ -11,7 +11,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 # Huber loss gets a 1M-point expectation rule, signSGD compares best-tuned optimizers; adaptive,
 # ~140 s, runs AdaGrad-Norm and the oracles against SGD runs and tunes eta) run with
 # the slow tests (`pytest -m slow`, which .ci/run runs too), to keep the default suite short.
-_SLOW = {"quickstart.ipynb", "signsgd.ipynb", "adaptive.ipynb"}
+_SLOW = {"quickstart.ipynb", "signsgd.ipynb", "adaptive.ipynb", "momentum_streaming.ipynb"}
 NOTEBOOKS = [pytest.param(p, marks=pytest.mark.slow) if p.name in _SLOW else p
              for p in NOTEBOOKS]
 
