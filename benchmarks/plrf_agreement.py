@@ -48,7 +48,7 @@ def _window_stats(paths, preds, wins):
 
 def case(hsgd, alpha, beta, batch, k_max, real=False):
     inst = hsgd.PLRF.sample(alpha, beta, V, D, jax.random.PRNGKey(0))
-    prob = inst.problem()
+    prob = hsgd.Problem.from_plrf(inst)
     gamma = 0.5 * float(hsgd.theory.finite_d_gamma_max(prob, batch))
     opt = hsgd.SGD(gamma, batch=batch)
     wins = windows(np.geomspace(100, k_max, 12 if not real else 6) / D, D)

@@ -3,7 +3,8 @@
 
                   | SGD                          | HeavyBall                   | SignSGD
     Problem       | ode, simulate, sde           | ode, simulate, sde (§9)     | ode, simulate, sde
-                  |                              |                             | (LS; logistic β = 1)
+                  |                              |                             | (LS;
+                  |                              |                             | logistic β = 1)
     FiniteProblem | ode, volterra, simulate, sde | ode (recursion), simulate   | —
 
                   | LinearMomentum, DANAConstant, DANADecaying

@@ -47,19 +47,19 @@ def test_reduction_is_the_least_squares_solution(alpha, beta, v, d):
                                atol=1e-12 * lam.max())
     # The streaming problem: label noise 2 P_inf, and its risk is the PLRF loss (at theta = 0
     # and at a random theta0: exact closed forms, to rounding).
-    prob = inst.problem()
+    prob = hsgd.Problem.from_plrf(inst)
     assert prob.d == d
     np.testing.assert_allclose(float(prob.loss.noise.std) ** 2 / 2, p_inf, rtol=1e-12)
     theta0 = jax.random.normal(jax.random.PRNGKey(1), (d,)) / np.sqrt(d)
     for t0 in (None, theta0):
-        p = inst.problem(t0)
+        p = hsgd.Problem.from_plrf(inst, t0)
         want = inst.loss(jnp.zeros(d) if t0 is None else t0)
         np.testing.assert_allclose(p.loss.risk(p.B0()), want, rtol=1e-10)
 
 
 def _eigenbasis_check(alpha, beta, batch, d, v, num_times, k_max, runs, key):
     inst = hsgd.PLRF.sample(alpha, beta, v, d, jax.random.PRNGKey(key))
-    prob = inst.problem()
+    prob = hsgd.Problem.from_plrf(inst)
     gamma = 0.5 * float(hsgd.theory.finite_d_gamma_max(prob, batch))
     opt = hsgd.SGD(gamma, batch=batch)
     wins = windows(np.geomspace(100, k_max, num_times) / d, d)
@@ -102,7 +102,7 @@ def test_real_data_and_features_match_the_exact_dynamics():
     # k = 100 with 8 / 32 runs; 32 runs measured within 1.5% at every window).
     alpha, beta, batch, d, v, runs = 1.0, 0.7, 4, 200, 800, 16
     inst = hsgd.PLRF.sample(alpha, beta, v, d, jax.random.PRNGKey(3))
-    prob = inst.problem()
+    prob = hsgd.Problem.from_plrf(inst)
     gamma = 0.5 * float(hsgd.theory.finite_d_gamma_max(prob, batch))
     wins = windows(np.geomspace(200, 4000, 5) / d, d)
     K = wins[-1][1]
@@ -123,7 +123,7 @@ def test_float32_and_bad_input():
     # problem (measured 1e-5 relative; bound 1e-3).
     inst = hsgd.PLRF.sample(1.0, 0.7, 400, 100, jax.random.PRNGKey(0), dtype=jnp.float32)
     assert inst.W.dtype == jnp.float32
-    prob = inst.problem()
+    prob = hsgd.Problem.from_plrf(inst)
     sol = hsgd.ode(prob, hsgd.SGD(0.5 * inst.gamma(1.0), batch=2), [1.0, 10.0])
     assert sol.risk.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(sol.risk)))
     inst64 = hsgd.PLRF._reduce(1.0, 0.7, inst.W.astype(jnp.float64))

@@ -21,9 +21,23 @@ import numpy as np
 
 from .._blowup import after_first, nan_where
 from .._checks import check_times
+from .._loss.least_squares import LeastSquares
 from .._optimizer import SGD
 from .._problem import Problem
 from .._results import Solution
+
+
+def check_finite_d(problem: Problem):
+    """The finite-$d$ form's requirements (SPEC §8), as clear errors."""
+    if not isinstance(problem.loss, LeastSquares):
+        raise ValueError(f"the exact finite-d dynamics (SPEC §8) are for least squares; a "
+                         f"{type(problem.loss).__name__} loss does not close at finite d (pass "
+                         f"finite_d=False for the d -> infinity ODE)")
+    if problem.d is None:
+        raise ValueError("the exact finite-d dynamics need the problem's d: build it with an "
+                         "instance (Problem.random, Problem.from_arrays, Problem.plrf) or a "
+                         "dimension (Problem.plrf(deterministic=True)), or pass "
+                         "finite_d=False for the d -> infinity ODE")
 
 
 def exact_recursion(problem: Problem, optimizer: SGD, ts, *, blowup: float = 1e6) -> Solution:
@@ -45,9 +59,7 @@ def exact_recursion(problem: Problem, optimizer: SGD, ts, *, blowup: float = 1e6
     averages), `num_steps` $= K$, and `diverged`, `divergence_time` (the first recorded time
     past the bound; values from then on are NaN).
     """
-    from .streaming_sgd import _check_finite_d
-
-    _check_finite_d(problem)
+    check_finite_d(problem)
     if problem.loss.m != 1 or problem.loss.m_star != 1:
         raise ValueError("the exact recursion is for least squares with m = m* = 1")
     ts_np = check_times(ts)

@@ -238,8 +238,9 @@ for _preset in (DANAConstant, DANADecaying):
 def heavy_ball_family(problem: Problem, optimizer: HeavyBall, limit: bool = False):
     r"""Streaming [`HeavyBall`][] $x_{k+1} = x_k - \frac{\gamma(t_k)}dG_k + \Delta_{\rm hb}(x_k -
     x_{k-1})$ (SPEC §9) as an optimizer of the streaming cells: the family
-    [`LinearMomentum.heavy_ball`][hsgd.LinearMomentum.heavy_ball] in the problem's dimension $d$, or with `limit=True` its
-    $d\to\infty$ form, [`SGD`][] at $\Gamma_{\rm eff}(t) = \gamma(t)/(1 - \Delta_{\rm hb})$."""
+    [`LinearMomentum.heavy_ball`][hsgd.LinearMomentum.heavy_ball] in the problem's dimension
+    $d$, or with `limit=True` its $d\to\infty$ form, [`SGD`][] at
+    $\Gamma_{\rm eff}(t) = \gamma(t)/(1 - \Delta_{\rm hb})$."""
     if optimizer.batch is None:
         raise ValueError("HeavyBall on a streaming Problem needs batch= (samples per step); "
                          "batch_fraction applies to finite data only")

@@ -27,6 +27,7 @@ from .._optimizer import SGD
 from .._problem import FiniteProblem, Problem
 from .._registry import register
 from .._results import Solution
+from .streaming_exact import check_finite_d, exact_recursion
 from .structured import (
     AbstractModeDynamics,
     ModeSystem,
@@ -213,7 +214,7 @@ class SGDModes(AbstractModeDynamics):
         weighted = w * lam * scale
         inv_d = None
         if finite_d:
-            _check_finite_d(problem)
+            check_finite_d(problem)
             inv_d = jnp.asarray(1.0 / problem.d, dtype)
         dyn = cls(loss=loss, schedule=schedule, batch=batch, lam=lam, scale=scale,
                   target=target, B_target=contract(target, weighted), weighted=weighted,
@@ -424,7 +425,6 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
         if statistics:
             raise ValueError("recursion=True records risk, B and distance; statistics need "
                              "the ODE (recursion=False)")
-        from .streaming_exact import exact_recursion
         return exact_recursion(problem, optimizer, ts, blowup=blowup)
     finite_d = _resolve_finite_d(problem, finite_d)
     ts = jnp.asarray(ts, dtype=problem.V0.dtype)
@@ -451,24 +451,12 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
                   adjoint, max_steps, blowup, rtol, atol, finite_d)
 
 
-def _check_finite_d(problem: Problem):
-    """The finite-$d$ form's requirements (SPEC §8), as clear errors."""
-    if not isinstance(problem.loss, LeastSquares):
-        raise ValueError(f"the exact finite-d dynamics (SPEC §8) are for least squares; a "
-                         f"{type(problem.loss).__name__} loss does not close at finite d (pass "
-                         f"finite_d=False for the d -> infinity ODE)")
-    if problem.d is None:
-        raise ValueError("the exact finite-d dynamics need the problem's d: build it with an "
-                         "instance (Problem.random, Problem.from_arrays, Problem.plrf), or pass "
-                         "finite_d=False for the d -> infinity ODE")
-
-
 def _resolve_finite_d(problem: Problem, finite_d) -> bool:
     """`finite_d` given, or the default: least squares with a known d."""
     if finite_d is None:
         return isinstance(problem.loss, LeastSquares) and problem.d is not None
     if finite_d:
-        _check_finite_d(problem)
+        check_finite_d(problem)
     return bool(finite_d)
 
 

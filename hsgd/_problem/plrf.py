@@ -33,8 +33,6 @@ from jaxtyping import Array, Float
 
 from .._custom_types import PRNGKey
 from .._dtype import float_dtype
-from .._loss.least_squares import LeastSquares
-from .._spectrum import Spectrum
 
 
 class PLRF(eqx.Module):
@@ -46,7 +44,8 @@ class PLRF(eqx.Module):
     (columns), `theta_star` $(d,)$ the population optimum $\theta^*$, `irreducible_loss`
     $P_\infty = \tfrac12\|D^{1/2}(b - W\theta^*)\|^2$.
 
-    Build one with [`PLRF.sample`][hsgd.PLRF.sample]; [`PLRF.problem`][hsgd.PLRF.problem] (or
+    Build one with [`PLRF.sample`][hsgd.PLRF.sample];
+    [`Problem.from_plrf`][hsgd.Problem.from_plrf] (or
     directly [`Problem.plrf`][hsgd.Problem.plrf]) is the streaming [`Problem`][] for
     [`hsgd.ode`][] and [`hsgd.simulate`][]. Cost: an SVD of the $v\times d$ matrix
     $D^{1/2}W$, $O(vd^2)$ (d = 1000, v = 4000: about a second).
@@ -92,19 +91,6 @@ class PLRF(eqx.Module):
         \tfrac12\|D^{1/2}(W\theta - b)\|^2$ (exact, no sampling)."""
         r = jnp.sqrt(self.data_variances()) * (self.W @ theta - self.target_weights())
         return 0.5 * jnp.sum(r**2, axis=-1)
-
-    def problem(self, theta0=None):
-        r"""The streaming least-squares [`Problem`][] in the eigenbasis of $\hat K$: spectrum
-        the $d$ eigenvalues (weights $1/d$), target $U^\top\theta^*$, initial point
-        $U^\top\theta_0$ (default 0), Gaussian label noise of variance $2P_\infty$. Its risk is
-        the PLRF loss $P(\theta)$."""
-        from .streaming import Problem
-
-        dtype = self.W.dtype
-        X0 = None if theta0 is None else self.eigenvectors.T @ jnp.asarray(theta0, dtype)
-        loss = LeastSquares(jnp.sqrt(2.0 * self.irreducible_loss))
-        return Problem.from_arrays(loss, Spectrum.from_eigenvalues(self.eigenvalues),
-                                   self.eigenvectors.T @ self.theta_star, X0, dtype=dtype)
 
     @classmethod
     def sample(cls, alpha, beta, v: int, d: int, key: PRNGKey, *, dtype=None) -> "PLRF":

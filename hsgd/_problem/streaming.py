@@ -13,9 +13,11 @@ from jaxtyping import Array, Float
 
 from .._custom_types import ModeMoments, PRNGKey
 from .._dtype import as_float, float_dtype
-from .._loss import AbstractLoss
+from .._loss import AbstractLoss, LeastSquares
 from .._spectrum import Spectrum
 from .base import AbstractProblem
+from .plrf import PLRF
+from .plrf_equivalent import plrf_equivalent
 
 
 class Problem(AbstractProblem):
@@ -175,7 +177,8 @@ class Problem(AbstractProblem):
     def plrf(cls, alpha, beta, v: int, d: int, key: PRNGKey | None = None, *, theta0=None,
              deterministic: bool = False, num_modes: int = 8192, dtype=None) -> "Problem":
         r"""Power-law random features (SPEC §13) as the exact streaming least-squares problem:
-        [`PLRF.sample`][hsgd.PLRF.sample]`(alpha, beta, v, d, key).problem(theta0)` — data
+        [`Problem.from_plrf`][hsgd.Problem.from_plrf]`(PLRF.sample(alpha, beta, v, d, key),
+        theta0)` — data
         $x_j = j^{-\alpha}z_j$ ($j \le v$), target $b_j = j^{-\beta}$, features $W^\top x$
         ($W$: $v\times d$, $N(0, 1/d)$), posed in the eigenbasis of $\hat K = W^\top DW$ with
         target $\theta^*$ and label noise of variance $2P_\infty$ (the part of the target the
@@ -194,7 +197,7 @@ class Problem(AbstractProblem):
         **Stepsizes:** a per-iteration stepsize $\eta$ is hsgd's $\gamma = \eta\,d$
         (`hsgd.SGD(eta * d, batch=...)`), time $t = k/d$ for iteration $k$ (flops
         $f = d\beta k$). Use [`PLRF`][hsgd.PLRF] itself to keep $W$, $\theta^*$ and $P_\infty$
-        (`PLRF.sample(...)`, then `.problem()`).
+        (`PLRF.sample(...)`, then [`Problem.from_plrf`][hsgd.Problem.from_plrf]).
 
         ```python
         prob = hsgd.Problem.plrf(1.0, 0.7, v=2000, d=500, key=jax.random.PRNGKey(0))
@@ -211,16 +214,24 @@ class Problem(AbstractProblem):
                                                  and not d < v):
                 raise ValueError(f"the deterministic PLRF problem needs integers v > d "
                                  f"(K-hat invertible), got v={v!r}, d={d!r}")
-            from .plrf_equivalent import plrf_equivalent
-
             eq = plrf_equivalent(alpha, beta, v, d, num_modes=num_modes, dtype=dtype)
             return cls(eq.loss(), eq.spectrum(), eq.moments(), dimension=d)
         if key is None:
             raise ValueError("Problem.plrf samples W: pass a PRNG key (or deterministic=True "
                              "for the deterministic equivalent)")
-        from .plrf import PLRF
+        return cls.from_plrf(PLRF.sample(alpha, beta, v, d, key, dtype=dtype), theta0)
 
-        return PLRF.sample(alpha, beta, v, d, key, dtype=dtype).problem(theta0)
+    @classmethod
+    def from_plrf(cls, plrf: PLRF, theta0=None) -> "Problem":
+        r"""The streaming least-squares problem of a sampled [`PLRF`][hsgd.PLRF] instance, in the
+        eigenbasis of $\hat K$: spectrum the $d$ eigenvalues (weights $1/d$), target
+        $U^\top\theta^*$, initial point $U^\top\theta_0$ (default 0), Gaussian label noise of
+        variance $2P_\infty$. Its risk is the PLRF loss $P(\theta)$."""
+        dtype = plrf.W.dtype
+        X0 = None if theta0 is None else plrf.eigenvectors.T @ jnp.asarray(theta0, dtype)
+        loss = LeastSquares(jnp.sqrt(2.0 * plrf.irreducible_loss))
+        return cls.from_arrays(loss, Spectrum.from_eigenvalues(plrf.eigenvalues),
+                               plrf.eigenvectors.T @ plrf.theta_star, X0, dtype=dtype)
 
     def coarsen(self, num_bins: int, log: bool | None = None) -> "Problem":
         r"""Merge modes into at most `num_bins` bins (log-spaced for spread spectra; SPEC §5):

@@ -91,7 +91,8 @@ def sde_heavy_ball(problem: Problem, optimizer: HeavyBall, ts, key: PRNGKey, *,
                    coupled: bool = False, blowup: float = 1e6,
                    risk_samples: int = DEFAULT_RISK_SAMPLES) -> Runs:
     r"""Homogenized streaming heavy ball: the family's [`sde`][hsgd._sde.streaming_momentum.sde]
-    at [`LinearMomentum.heavy_ball`][hsgd.LinearMomentum.heavy_ball]'s coefficients in the problem's dimension."""
+    at [`LinearMomentum.heavy_ball`][hsgd.LinearMomentum.heavy_ball]'s coefficients in the
+    problem's dimension."""
     return sde(problem, heavy_ball_family(problem, optimizer), ts, key, num_paths=num_paths,
                dt=dt, solver=solver, coupled=coupled, blowup=blowup, risk_samples=risk_samples)
 

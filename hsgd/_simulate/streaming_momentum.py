@@ -77,7 +77,8 @@ def simulate_heavy_ball(problem: Problem, optimizer: HeavyBall, ts, key: PRNGKey
                         progress: bool | Callable[[float, float], None] = False,
                         risk_samples: int = DEFAULT_RISK_SAMPLES) -> Runs:
     r"""Streaming heavy ball $x_{k+1} = x_k - \frac{\gamma(k/d)}dG_k + \Delta_{\rm hb}(x_k -
-    x_{k-1})$ run as the family ([`LinearMomentum.heavy_ball`][hsgd.LinearMomentum.heavy_ball], exact): the cell
+    x_{k-1})$ run as the family
+    ([`LinearMomentum.heavy_ball`][hsgd.LinearMomentum.heavy_ball], exact): the cell
     [`Problem`][] × [`HeavyBall`][] of [`hsgd.simulate`][]. Arguments as for the family's
     [`simulate`][hsgd._simulate.streaming_momentum.simulate]."""
     return simulate(problem, heavy_ball_family(problem, optimizer), ts, key, num_runs=num_runs,
