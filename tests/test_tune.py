@@ -358,8 +358,9 @@ def test_optimizer_spelling_is_the_alias(finite_problem, momentum_pred, problem)
     with pytest.raises(ValueError, match="'mommentum', which is not a field of HeavyBall"):
         predictor_for(finite_problem, ts, optimizer=hsgd.HeavyBall(1.0, batch=8),
                       bounds={"mommentum": (0.0, 0.5)})
-    with pytest.raises(hsgd.UnsupportedError, match=r"\(Problem, HeavyBall\)"):
-        hsgd.tune(problem, "knots", T, optimizer=hsgd.HeavyBall(1.0, batch=8), init_gamma=0.3)
+    # a pair without an ode cell (streaming heavy ball now has one: SPEC §9)
+    with pytest.raises(hsgd.UnsupportedError, match=r"\(FiniteProblem, SignSGD\)"):
+        hsgd.tune(finite_problem, "knots", T, optimizer=hsgd.SignSGD(1.0), init_gamma=0.3)
     with pytest.raises(TypeError, match="set them on the optimizer"):
         hsgd.tune(problem, "knots", T, optimizer=hsgd.SGD(1.0), batch=4, init_gamma=0.3)
 
