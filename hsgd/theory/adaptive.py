@@ -10,7 +10,8 @@ $D' = -2\Gamma\cdot2h + \Gamma^2\bar\lambda\,2h/\beta$ and the accumulator
 $S' = \bar\lambda\,2h/\beta$, so along the solution $dD/dS = \Gamma^2 - 2\beta\Gamma/\bar\lambda$
 with $\Gamma = \eta/\sqrt{\bar b_0^2 + S}$ — independent of the spectrum's shape. When the risk
 goes to zero fast enough that $S(\infty) < \infty$ (any spectrum bounded away from 0),
-$D(\infty) = 0$ and integrating gives, with $u = \sqrt{\bar b_0^2 + S(\infty)} = \eta/\Gamma_\infty$,
+$D(\infty) = 0$ and integrating gives, with
+$u = \sqrt{\bar b_0^2 + S(\infty)} = \eta/\Gamma_\infty$,
 
 $$D(0) = \frac{4\beta\eta}{\bar\lambda}(u - \bar b_0) - 2\eta^2\log\frac{u}{\bar b_0}:$$
 
