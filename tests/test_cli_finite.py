@@ -159,7 +159,6 @@ num_times = 5
       "optimizer": {"name": "sgd_momentum", "momentum": 1.0}}, "optimizer.momentum"),
     ({"problem": {"kind": "finite", "n": 100, "d": 50}, "optimizer": {"momentum": 0.5}},
      "optimizer.momentum applies only"),
-    ({"optimizer": {"name": "sgd_momentum"}}, "problem.kind = 'finite'"),
     ({"optimizer": {"stepsize_unit": "limit"}}, "optimizer.stepsize_unit"),
     ({"problem": {"kind": "finite", "n": 100, "d": 50},
       "optimizer": {"stepsize_unit": "gmax"}}, "optimizer.stepsize_unit"),

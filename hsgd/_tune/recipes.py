@@ -177,9 +177,15 @@ class StreamingSGD(Recipe):
             return batch * ode(reduced, SGD(optimizer.schedule), np.asarray(pred.times),
                                rtol=pred.rtol, adjoint=adjoint, max_steps=pred.max_steps,
                                **pred.ode_options).loss
+        # The d -> infinity ODE of SPEC §1, as on the reduced path (the two paths predict the
+        # same curve; a coarsened instance now keeps its d, which would select SPEC §8's
+        # finite-d form here only).
+        options = dict(pred.ode_options)
+        if isinstance(pred.ode_problem.loss, LeastSquares):
+            options.setdefault("finite_d", False)
         return ode(pred.ode_problem, optimizer, pred.ts, solver=diffrax.Kvaerno5(),
                    stepsize_controller=self.controller(pred), max_steps=pred.max_steps,
-                   adjoint=adjoint, **pred.ode_options).risk
+                   adjoint=adjoint, **options).risk
 
     def simulation_times(self, pred) -> np.ndarray:
         return np.asarray(pred.ts)
