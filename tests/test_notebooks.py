@@ -9,9 +9,11 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 # The heaviest at their test size (~110 s each on 2 loaded cores: the quickstart's kinked
 # Huber loss gets a 1M-point expectation rule, signSGD compares best-tuned optimizers; adaptive,
-# ~140 s, runs AdaGrad-Norm and the oracles against SGD runs and tunes eta) run with
+# ~140 s, runs AdaGrad-Norm and the oracles against SGD runs and tunes eta; tune and
+# homogenized_sgd, 33 s and 23 s on a quiet machine, since the suite reached 12 min) run with
 # the slow tests (`pytest -m slow`, which .ci/run runs too), to keep the default suite short.
-_SLOW = {"quickstart.ipynb", "signsgd.ipynb", "adaptive.ipynb", "momentum_streaming.ipynb"}
+_SLOW = {"quickstart.ipynb", "signsgd.ipynb", "adaptive.ipynb", "momentum_streaming.ipynb",
+         "tune.ipynb", "homogenized_sgd.ipynb"}
 NOTEBOOKS = [pytest.param(p, marks=pytest.mark.slow) if p.name in _SLOW else p
              for p in NOTEBOOKS]
 
