@@ -35,7 +35,13 @@ from .._problem import Problem
 from .._registry import register
 from .._results import Solution
 from .streaming_sgd import SGDModes, _check, integrate_modes
-from .structured import StructuredKvaerno5, contract, initial_state
+from .structured import (
+    StructuredKvaerno5,
+    checked_times,
+    contract,
+    default_tolerances,
+    initial_state,
+)
 
 
 class AdaptiveModes(SGDModes):
@@ -177,18 +183,10 @@ def ode(problem: Problem, optimizer: AbstractFeedback, ts, *, statistics: dict |
     check_rule(problem, optimizer)
     statistics = {} if statistics is None else dict(statistics)
     dtype = problem.V0.dtype
-    ts = jnp.asarray(ts, dtype=dtype)
-    if ts.ndim != 1 or ts.shape[0] == 0:
-        raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None and not (float(tol) > 0):
-            raise ValueError(f"{name} must be a positive number, got {tol!r}")
-    single = dtype == jnp.float32
-    rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
-    atol = (1e-8 if single else 1e-18) if atol is None else float(atol)
+    ts = checked_times(ts, rtol, atol, dtype)
+    rtol, atol = default_tolerances(rtol, atol, dtype)
     return _solve(problem, optimizer, ts, jnp.asarray(optimizer.batch, dtype), statistics,
-                  jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), stepsize_controller,
-                  adjoint, int(max_steps), float(blowup))
+                  rtol, atol, stepsize_controller, adjoint, int(max_steps), float(blowup))
 
 
 @eqx.filter_jit

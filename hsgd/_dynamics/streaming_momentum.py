@@ -52,11 +52,17 @@ from .._results import Solution
 from .streaming_sgd import (
     SGDModes,
     _assemble,
-    _dtmin,
     _initial_step,
     ode as sgd_ode,
 )
-from .structured import ModeSystem, StructuredKvaerno5, error_norm, initial_state
+from .structured import (
+    ModeSystem,
+    StructuredKvaerno5,
+    checked_times,
+    default_tolerances,
+    initial_state,
+    output_controller,
+)
 
 
 class MomentumModes(SGDModes):
@@ -128,16 +134,6 @@ class MomentumModes(SGDModes):
         return super().snapshot(problem, dict(y, F=y["F"][:m, :m], C=y["C"][:m]), statistics)
 
 
-def _common_checks(ts, rtol, atol, dtype):
-    ts = jnp.asarray(ts, dtype=dtype)
-    if ts.ndim != 1 or ts.shape[0] == 0:
-        raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None and not (float(tol) > 0):
-            raise ValueError(f"{name} must be a positive number, got {tol!r}")
-    return ts
-
-
 @register("ode", Problem, LinearMomentum)
 def ode(problem: Problem, optimizer: LinearMomentum, ts, *, statistics: dict | None = None,
         rtol: float | None = None, atol: float | None = None,
@@ -183,14 +179,11 @@ def ode(problem: Problem, optimizer: LinearMomentum, ts, *, statistics: dict | N
     optimizer = optimizer.linear(problem)
     statistics = {} if statistics is None else dict(statistics)
     dtype = problem.V0.dtype
-    ts = _common_checks(ts, rtol, atol, dtype)
+    ts = checked_times(ts, rtol, atol, dtype)
     check_coefficients(optimizer, ts)
-    single = dtype == jnp.float32
-    rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
-    atol = (1e-8 if single else 1e-18) if atol is None else float(atol)
+    rtol, atol = default_tolerances(rtol, atol, dtype)
     return _solve(problem, optimizer, ts, jnp.asarray(optimizer.batch, dtype), statistics,
-                  jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), stepsize_controller,
-                  adjoint, int(max_steps), float(blowup))
+                  rtol, atol, stepsize_controller, adjoint, int(max_steps), float(blowup))
 
 
 @eqx.filter_jit
@@ -205,11 +198,7 @@ def _solve(problem, optimizer, ts, batch, statistics, rtol, atol, stepsize_contr
     batch = eqx.error_if(batch, ~(batch >= 1), "batch must be >= 1")
     dyn, F0, C0 = MomentumModes.from_momentum(problem, optimizer, batch)
     y0 = initial_state(dyn, F0, C0, jnp.zeros((0,), F0.dtype))
-    if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm,
-                                                    dtmin=_dtmin(ts))
-    if not isinstance(stepsize_controller, diffrax.ClipStepSizeController):
-        stepsize_controller = diffrax.ClipStepSizeController(stepsize_controller, step_ts=ts)
+    stepsize_controller = output_controller(stepsize_controller, ts, rtol, atol)
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
 

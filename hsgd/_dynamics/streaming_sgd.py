@@ -33,9 +33,12 @@ from .structured import (
     ModeSystem,
     StructuredKvaerno5,
     _mT,
+    checked_times,
     contract,
-    error_norm,
+    default_tolerances,
     initial_state,
+    min_step,
+    output_controller,
 )
 
 
@@ -427,23 +430,15 @@ def ode(problem: Problem, optimizer: SGD, ts, *, statistics: dict | None = None,
                              "the ODE (recursion=False)")
         return exact_recursion(problem, optimizer, ts, blowup=blowup)
     finite_d = _resolve_finite_d(problem, finite_d)
-    ts = jnp.asarray(ts, dtype=problem.V0.dtype)
-    if ts.ndim != 1 or ts.shape[0] == 0:
-        raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None and not (float(tol) > 0):
-            raise ValueError(f"{name} must be a positive number, got {tol!r}")
+    ts = checked_times(ts, rtol, atol, problem.V0.dtype)
     batch = jnp.asarray(batch, dtype=problem.V0.dtype)
     single = problem.V0.dtype == jnp.float32
     if solver is None and not _stiff(problem):
         solver = diffrax.Tsit5()
     if solver is None or isinstance(solver, StructuredKvaerno5):
-        rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
-        atol = (1e-8 if single else 1e-18) if atol is None else float(atol)
-        # Tolerances as arrays: traced, so a new tolerance does not recompile the solve.
+        rtol, atol = default_tolerances(rtol, atol, ts.dtype)
         solver = StructuredKvaerno5() if solver is None else solver
-        return _solve_structured(problem, schedule, ts, batch, statistics, solver,
-                                 jnp.asarray(rtol, ts.dtype), jnp.asarray(atol, ts.dtype),
+        return _solve_structured(problem, schedule, ts, batch, statistics, solver, rtol, atol,
                                  stepsize_controller, adjoint, max_steps, blowup, finite_d)
     rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
     atol = (1e-8 if single else 1e-10) if atol is None else float(atol)
@@ -502,13 +497,6 @@ def _check(ts, batch, gammas):
     return ts, batch
 
 
-def _dtmin(ts):
-    # dtmin: a finite-time blow-up (e.g. phase retrieval past its stable stepsize) would
-    # otherwise shrink the step towards zero forever; forced minimal steps run into the
-    # blow-up event instead.
-    return 1e-9 * jnp.maximum(ts[-1], 1.0)
-
-
 @eqx.filter_jit
 def _solve_structured(problem, schedule, ts, batch, statistics, solver, rtol, atol,
                       stepsize_controller, adjoint, max_steps, blowup, finite_d=False):
@@ -528,12 +516,7 @@ def integrate_modes(problem, dyn, y0, ts, gammas, batch, statistics, solver, rto
     learning rate reported; `None` saves the dynamics' own
     ([`SGDModes.learning_rate`][hsgd.SGDModes.learning_rate]) at each output time — a feedback
     stepsize (SPEC §10)."""
-    if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm,
-                                                    dtmin=_dtmin(ts))
-    if not isinstance(stepsize_controller, diffrax.ClipStepSizeController):
-        # The solver's dense output is linear between steps: step onto every output time.
-        stepsize_controller = diffrax.ClipStepSizeController(stepsize_controller, step_ts=ts)
+    stepsize_controller = output_controller(stepsize_controller, ts, rtol, atol)
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     bound = blowup * (1 + jnp.max(jnp.abs(problem.B0())))
 
@@ -566,7 +549,7 @@ def _solve(problem, schedule, ts, batch, statistics, solver, stepsize_controller
     ts, batch = _check(ts, batch, gammas)
     inv_d = jnp.asarray(1.0 / problem.d, problem.V0.dtype) if finite_d else None
     if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmin=_dtmin(ts))
+        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmin=min_step(ts))
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
 
     def vector_field(t, V, args):

@@ -49,7 +49,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 from jaxtyping import Array
 
 from .._blowup import after_first, nan_where
@@ -65,8 +64,11 @@ from .structured import (
     AbstractModeDynamics,
     ModeSystem,
     StructuredKvaerno5,
+    checked_times,
     contract,
+    default_tolerances,
     initial_state,
+    output_controller,
 )
 
 # The trapezoid rule for kappa with a general density: z = tau e^s, s in [_S_LOW, _S_HIGH].
@@ -313,18 +315,10 @@ def ode(problem: Problem, optimizer: SignSGD, ts, *, statistics: dict | None = N
     check_loss(problem.loss, optimizer.batch)
     statistics = {} if statistics is None else dict(statistics)
     dtype = problem.V0.dtype
-    ts = jnp.asarray(ts, dtype=dtype)
-    if ts.ndim != 1 or ts.shape[0] == 0:
-        raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None and not (float(tol) > 0):
-            raise ValueError(f"{name} must be a positive number, got {tol!r}")
-    single = dtype == jnp.float32
-    rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
-    atol = (1e-8 if single else 1e-12) if atol is None else float(atol)
+    ts = checked_times(ts, rtol, atol, dtype)
+    rtol, atol = default_tolerances(rtol, atol, dtype, atol64=1e-12)
     return _solve(problem, optimizer.schedule, ts, jnp.asarray(optimizer.batch, dtype),
-                  statistics, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype),
-                  stepsize_controller, adjoint, int(max_steps))
+                  statistics, rtol, atol, stepsize_controller, adjoint, int(max_steps))
 
 
 @eqx.filter_jit
@@ -338,12 +332,9 @@ def _solve(problem, schedule, ts, batch, statistics, rtol, atol, stepsize_contro
     batch = eqx.error_if(batch, ~(batch >= 1), "batch must be >= 1")
     dyn, F0, C0 = SignSGDModes.from_problem(problem, schedule, batch)
     y0 = initial_state(dyn, F0, C0, jnp.zeros((0,), F0.dtype))
-    if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(
-            rtol=rtol, atol=atol, norm=optx.max_norm, dtmin=1e-9 * jnp.maximum(ts[-1], 1.0))
-    if not isinstance(stepsize_controller, diffrax.ClipStepSizeController):
-        # The solver's dense output is linear between steps: step onto every output time.
-        stepsize_controller = diffrax.ClipStepSizeController(stepsize_controller, step_ts=ts)
+    # error_norm reads the leaves the error control fills (the per-mode ones are zero), so it
+    # is the max norm of the whole estimate
+    stepsize_controller = output_controller(stepsize_controller, ts, rtol, atol)
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
 
     def save(t, y, args):

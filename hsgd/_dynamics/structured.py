@@ -490,6 +490,47 @@ def error_norm(tree):
     return optx.max_norm({k: tree[k] for k in ("aux", "res", "mag")})
 
 
+def checked_times(ts, rtol, atol, dtype):
+    """`ts` as a 1-D array of `dtype`, with a `ValueError` for an empty or non-1-D `ts` or a
+    tolerance that is given but not positive (the common argument checks of the per-mode
+    cells' `ode`)."""
+    ts = jnp.asarray(ts, dtype=dtype)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts.shape}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and not (float(tol) > 0):
+            raise ValueError(f"{name} must be a positive number, got {tol!r}")
+    return ts
+
+
+def default_tolerances(rtol, atol, dtype, atol64=1e-18):
+    """`(rtol, atol)` as arrays of `dtype` (traced, so a new tolerance does not recompile),
+    defaults $10^{-7}$ and `atol64` in float64, $10^{-5}$ and $10^{-8}$ in float32."""
+    single = dtype == jnp.float32
+    rtol = (1e-5 if single else 1e-7) if rtol is None else float(rtol)
+    atol = (1e-8 if single else atol64) if atol is None else float(atol)
+    return jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
+
+
+def min_step(ts):
+    """The controller's `dtmin`: a finite-time blow-up (e.g. phase retrieval past its stable
+    stepsize) would otherwise shrink the step towards zero forever; forced minimal steps run
+    into the blow-up event instead."""
+    return 1e-9 * jnp.maximum(ts[-1], 1.0)
+
+
+def output_controller(stepsize_controller, ts, rtol, atol):
+    """`stepsize_controller` (default: a PID controller on [`error_norm`][] with
+    [`min_step`][]) clipped to step onto every output time in `ts` — the solver's dense output
+    is linear between steps."""
+    if stepsize_controller is None:
+        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm,
+                                                    dtmin=min_step(ts))
+    if not isinstance(stepsize_controller, diffrax.ClipStepSizeController):
+        stepsize_controller = diffrax.ClipStepSizeController(stepsize_controller, step_ts=ts)
+    return stepsize_controller
+
+
 def _combine(coeffs, xs):
     r"""$\sum_i c_i x_i$ for Python-float coefficients, skipping zeros (unrolled: elementwise over
     the modes, so XLA fuses it into the passes that read it, and its rounding does not depend
