@@ -10,10 +10,11 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 # The heaviest at their test size (~110 s each on 2 loaded cores: the quickstart's kinked
 # Huber loss gets a 1M-point expectation rule, signSGD compares best-tuned optimizers; adaptive,
 # ~140 s, runs AdaGrad-Norm and the oracles against SGD runs and tunes eta; tune and
-# homogenized_sgd, 33 s and 23 s on a quiet machine, since the suite reached 12 min) run with
+# homogenized_sgd, 33 s and 23 s on a quiet machine, since the suite reached 12 min; momentum
+# and mnist, 14 s and 8 s, since it was still 11 min 48 s at stop 24) run with
 # the slow tests (`pytest -m slow`, which .ci/run runs too), to keep the default suite short.
 _SLOW = {"quickstart.ipynb", "signsgd.ipynb", "adaptive.ipynb", "momentum_streaming.ipynb",
-         "tune.ipynb", "homogenized_sgd.ipynb"}
+         "tune.ipynb", "homogenized_sgd.ipynb", "momentum.ipynb", "mnist.ipynb"}
 NOTEBOOKS = [pytest.param(p, marks=pytest.mark.slow) if p.name in _SLOW else p
              for p in NOTEBOOKS]
 

@@ -9,6 +9,7 @@ central differences of a converged (rtol 1e-12) solve.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import hsgd
 
@@ -111,6 +112,7 @@ def test_float32_default_within_its_tolerance_of_float64_reference():
                                    atol=10 * np.finfo(np.float32).eps * ref[0])
 
 
+@pytest.mark.slow  # ~22 s; the logistic gradient below covers the stiff reverse-mode path
 def test_stiff_gradient_matches_finite_differences_of_converged_solve():
     prob = _problem(hsgd.LeastSquares(0.5))
     ts = jnp.asarray(TS)
@@ -157,6 +159,7 @@ def test_logistic_gradient_on_a_very_stiff_spectrum_is_finite_and_right():
     np.testing.assert_allclose(g, fd, rtol=1e-5)
 
 
+@pytest.mark.slow  # ~17 s; tests/test_coarsen.py checks the refinement estimate in the default run
 def test_coarsening_is_independent_of_the_step_count_and_estimated():
     # The error control weighs modes by what they carry of B, so merging modes leaves the step
     # count (nearly) unchanged; the refinement estimate brackets the true coarsening error
