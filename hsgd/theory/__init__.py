@@ -24,7 +24,8 @@ and rates of the dynamics, as branch-free JAX functions of a problem and the hyp
   [`polyak_stepsize`][hsgd.theory.polyak_stepsize],
   [`line_search_stepsize`][hsgd.theory.line_search_stepsize],
   [`adagrad_norm_limit_stepsize`][hsgd.theory.adagrad_norm_limit_stepsize],
-  [`adagrad_norm_noisy_stepsize`][hsgd.theory.adagrad_norm_noisy_stepsize].
+  [`adagrad_norm_noisy_stepsize`][hsgd.theory.adagrad_norm_noisy_stepsize],
+  [`adagrad_norm_power_law_exponents`][hsgd.theory.adagrad_norm_power_law_exponents].
 - Streaming momentum, the linear family (SPEC §9):
   [`heavy_ball_effective_stepsize`][hsgd.theory.heavy_ball_effective_stepsize],
   [`effective_stepsize`][hsgd.theory.effective_stepsize],
@@ -42,6 +43,7 @@ and rates of the dynamics, as branch-free JAX functions of a problem and the hyp
 from .adaptive import (
     adagrad_norm_limit_stepsize as adagrad_norm_limit_stepsize,
     adagrad_norm_noisy_stepsize as adagrad_norm_noisy_stepsize,
+    adagrad_norm_power_law_exponents as adagrad_norm_power_law_exponents,
     line_search_stepsize as line_search_stepsize,
     polyak_stepsize as polyak_stepsize,
 )

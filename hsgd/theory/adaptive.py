@@ -21,6 +21,25 @@ eigenvalue, proportional to the batch. On power laws with $\lambda\to0$ the risk
 slowly for $\int h\,dt < \infty$; then $S\to\infty$ and $\Gamma\to0$ (2405.19585's phase
 transition); the formula holds only where $S(\infty)$ is finite.
 
+**AdaGrad-Norm on a power law (derived here).** Let the noiseless gradient-flow risk in
+intrinsic time $\tau = \int_0^t\Gamma$ decay like $h(\tau)\approx A\tau^{-\kappa}$ (e.g.
+$\kappa = (2\alpha + 2\beta - 1)/(2\alpha)$ for $\lambda_j\propto j^{-2\alpha}$,
+$x^*_j\propto j^{-\beta}$; in general the energy $\sum_j\omega_j\lambda_jP_j$ carried by
+eigenvalues below $\lambda$ scales like $\lambda^\kappa$). Late in the run $\Gamma\to0$, so the
+$\Gamma^2$ noise term is negligible and $h$ follows gradient flow in $\tau$. With
+$dS/d\tau = \bar\lambda\,2h/(\beta\Gamma) = \bar\lambda\,2h\sqrt S/(\beta\eta)$ (for
+$S\gg\bar b_0^2$): if $\kappa > 1$, $\int h\,d\tau < \infty$, $S(\infty)$ is finite and
+$\Gamma\to\Gamma_\infty > 0$, so the risk decays like gradient flow, $t^{-\kappa}$. If
+$\kappa < 1$, $\sqrt S\approx\bar\lambda A\tau^{1-\kappa}/(\beta\eta(1-\kappa))$, so
+$\Gamma = d\tau/dt\propto\tau^{-(1-\kappa)}$, $\tau\propto t^{1/(2-\kappa)}$ and
+
+$$\Gamma(t)\propto t^{-(1-\kappa)/(2-\kappa)},\qquad h(t)\propto t^{-\kappa/(2-\kappa)}:$$
+
+the stepsize decays and the risk exponent drops from $\kappa$ to $\kappa/(2-\kappa)$ — the
+phase transition of 2405.19585 at $\kappa = 1$ (at $\kappa = 1$ itself, logarithmic
+corrections). [`adagrad_norm_power_law_exponents`][hsgd.theory.adagrad_norm_power_law_exponents]
+returns both exponents; tests/test_adaptive.py checks them on the ODE.
+
 **AdaGrad-Norm with label noise $\sigma > 0$.** $2h\to\sigma^2$, so
 $S(t) = \bar\lambda\sigma^2t/\beta\,(1 + o(1))$ and
 
@@ -80,3 +99,17 @@ def adagrad_norm_noisy_stepsize(spectrum, t, eta, noise_std, batch=1.0):
     r"""AdaGrad-Norm's late-time stepsize with label noise $\sigma > 0$ (module docstring):
     $\Gamma(t)\sim\eta\sqrt{\beta/(\bar\lambda\sigma^2t)}$ (relative error $O(t^{-1/2})$)."""
     return eta * jnp.sqrt(batch / (_mean(spectrum) * jnp.asarray(noise_std) ** 2 * t))
+
+
+def adagrad_norm_power_law_exponents(kappa):
+    r"""The late-time exponents of AdaGrad-Norm on noiseless least squares whose gradient-flow
+    risk decays like $\tau^{-\kappa}$ (module docstring): returns `(gamma_exponent,
+    risk_exponent)` with $\Gamma(t)\propto t^{\,\text{gamma\_exponent}}$ and
+    $h(t)\propto t^{\,\text{risk\_exponent}}$ —
+    $(-(1-\kappa)/(2-\kappa),\ -\kappa/(2-\kappa))$ for $\kappa < 1$ (the stepsize decays),
+    $(0, -\kappa)$ for $\kappa > 1$ ($\Gamma\to\Gamma_\infty$, see
+    [`adagrad_norm_limit_stepsize`][hsgd.theory.adagrad_norm_limit_stepsize]). Traceable."""
+    kappa = jnp.asarray(kappa)
+    hard = kappa < 1
+    return (jnp.where(hard, -(1 - kappa) / (2 - kappa), 0.0),
+            jnp.where(hard, -kappa / (2 - kappa), -kappa))
