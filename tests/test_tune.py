@@ -16,7 +16,7 @@ import pytest
 
 import hsgd
 from hsgd._cli import main
-from hsgd._tune import Predictor, best_constant, predictor_for
+from hsgd._tune import Predictor, best_constant, best_critical, predictor_for
 from hsgd._tune.predictor import StreamingPredictor
 from hsgd._tune.tune import Hyperparameters, _value_and_grad
 
@@ -151,6 +151,26 @@ def test_bad_inputs_name_the_value(problem, kwargs, match):
     with pytest.raises(ValueError, match=match):
         hsgd.tune(problem, kwargs.pop("family", "knots"), init_gamma=kwargs.pop("init_gamma", 0.3),
                   num_times=TS.size, ode_bins=8, **kwargs)
+
+
+def test_critical_baseline_is_the_feedback_rule_and_its_frozen_schedule(problem):
+    """The critical baseline (SPEC §1) solves the public FeedbackSchedule cell (SPEC §10) with
+    gamma = c * gamma_crit(B). Reference: plain SGD's ODE (a different cell) driven open-loop by
+    the frozen learning rate reproduces the closed-loop risk, and c times *its* critical rate
+    is the learning rate the feedback produced. Tolerance 1e-4 relative: the piecewise-linear
+    schedule on 101 knots interpolates gamma(t) to O(h^2 gamma'') ~ 1e-5 (measured 1e-5 and
+    4e-6); a wrong critical rate (batch, tr K/d) is off by O(1)."""
+    pred = predictor_for(problem, TS, optimizer=hsgd.SGD(0.5))
+    cand = best_critical(pred, factors=[0.3, 0.6], num_knots=101)
+    c = cand.parameters["factor"]
+    fine = np.linspace(0.0, T, 101)
+    risk, gamma = pred.critical([c], fine)
+    sol = hsgd.ode(problem, hsgd.SGD(cand.schedule), fine, rtol=1e-9, finite_d=False)
+    np.testing.assert_allclose(sol.risk, risk[0], rtol=1e-4)
+    np.testing.assert_allclose(c * sol.gamma_crit, gamma[0], rtol=1e-4)
+    # The feedback run through the public optimizer gives the same curves (same cell).
+    rule = hsgd.FeedbackSchedule(lambda B, s: c * s.gamma_crit)
+    np.testing.assert_allclose(hsgd.ode(problem, rule, fine).risk, risk[0], rtol=1e-6)
 
 
 def test_bad_schedule_parameters():

@@ -100,7 +100,9 @@ def best_critical(predictor: AbstractPredictor, *, objective: str = "final", fac
     (default 12 log values in [0.1, 2]).
 
     $\gamma_{\rm crit}$ depends on the state, so the ODE is solved with the feedback
-    $\gamma = c\,\gamma_{\rm crit}(B(t))$ in its vector field; the learning rate it produced is
+    $\gamma = c\,\gamma_{\rm crit}(B(t))$ — the public optimizer
+    [`FeedbackSchedule`][]`(lambda B, s: c * s.gamma_crit)` of SPEC §10, vmapped over $c$
+    (one compiled solve for the grid); the learning rate it produced is
     then frozen into a [`PiecewiseLinear`][] schedule on `num_knots` times — the open-loop
     schedule SGD runs with (in high dimension SGD's $B_k$ concentrates on $B(t)$, so the two
     agree) and whose prediction is reported.

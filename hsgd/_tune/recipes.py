@@ -21,12 +21,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array
 
 from .._checks import check_times
-from .._dynamics.streaming_sgd import _observe, drift, least_squares_as_finite
+from .._dynamics.streaming_sgd import least_squares_as_finite
 from .._loss.least_squares import LeastSquares
 from .._methods import ode
-from .._optimizer import SGD, HeavyBall
+from .._optimizer import SGD, FeedbackSchedule, HeavyBall
 from .._problem import FiniteProblem, Problem
 
 TARGETS = ("risk", "loss")
@@ -196,35 +197,34 @@ class StreamingSGD(Recipe):
             raise NotImplementedError("the critical learning rate needs m = m* (SPEC §1)")
         factors = jnp.asarray(factors, dtype=pred.ts.dtype)
         ts = jnp.asarray(ts, dtype=pred.ts.dtype)
-        fn = jax.vmap(lambda c: _critical_solve(pred.ode_problem, c, ts, pred.optimizer.batch,
-                                                self.controller(pred), pred.max_steps))
-        return fn(factors)
+        return _critical_solves(pred.ode_problem, factors, ts, pred.optimizer.batch,
+                                self.controller(pred), pred.max_steps)
+
+
+class CriticalRate(eqx.Module):
+    r"""The rule $\gamma = c\,\max(\gamma_{m crit}(B), 0)$ of SPEC §1 for a public
+    [`FeedbackSchedule`][]: `factor` $c$ is an array leaf (vmapped over in the baseline)."""
+
+    factor: Array
+
+    def __call__(self, B, state):
+        return self.factor * jnp.maximum(state.gamma_crit, 0.0)
 
 
 @eqx.filter_jit
-def _critical_solve(problem, factor, ts, batch, controller, max_steps):
-    r"""The ODE driven by the feedback $\gamma = c\,\gamma_{\rm crit}(B(t))$ (SPEC §1), which
-    depends on the state, not on $t$ alone: its own vector field, built from `drift`."""
-    beta = jnp.asarray(batch, ts.dtype)
+def _critical_solves(problem, factors, ts, batch, controller, max_steps):
+    r"""Risk and learning rate, $(C, T)$ each, of the ODE driven by the feedback
+    $\gamma = c\,\gamma_{m crit}(B(t))$ (SPEC §1) for each factor $c$: the public cell
+    [`ode`][]`(problem, FeedbackSchedule(CriticalRate(c), batch), ts)`. A solve that fails
+    (divergence, step budget) gives NaN."""
 
-    def gamma_of(V):
-        g = _observe(problem, V, jnp.zeros((), V.dtype), beta, {})["gamma_crit"]
-        return factor * jnp.maximum(g, 0.0)
+    def one(c):
+        rule = FeedbackSchedule(CriticalRate(c), batch)
+        sol = ode(problem, rule, ts, stepsize_controller=controller, max_steps=max_steps)
+        bad = sol.diverged | ~jnp.all(jnp.isfinite(sol.risk))
+        return jnp.where(bad, jnp.nan, sol.risk), jnp.where(bad, jnp.nan, sol.gamma)
 
-    def vector_field(t, V, args):
-        return drift(problem, V, gamma_of(V), beta)
-
-    def save(t, V, args):
-        g = gamma_of(V)
-        return _observe(problem, V, g, beta, {})["risk"], g
-
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), diffrax.Kvaerno5(), t0=0.0, t1=ts[-1], dt0=None,
-        y0=problem.V0, saveat=diffrax.SaveAt(ts=ts, fn=save), stepsize_controller=controller,
-        max_steps=max_steps, throw=False)
-    ok = sol.result == diffrax.RESULTS.successful
-    risk, gamma = sol.ys
-    return jnp.where(ok, risk, jnp.nan), jnp.where(ok, gamma, jnp.nan)
+    return jax.vmap(one)(factors)
 
 
 def _check_batch(problem: FiniteProblem, batch):
