@@ -33,9 +33,18 @@ $$P_\infty = \tfrac12\sum_jd_jb_j^2 - \tfrac12G(0) = \tfrac12\sum_j\frac{d_jb_j^
 log-spacing $h$ (the smoothing equals the grid's resolution, so each isolated top eigenvalue —
 a bump of relative width $\sim\sqrt{2/d}$ — keeps its mass on the grid), by Newton's method
 continued from the largest $x$ (where $m\approx -1/z$) downward, each iterate kept in the upper
-half plane. Each $x_k$ is a mode with weight $\omega_k\propto\rho(x_k)x_kh$ and risk weight
-$r_k\propto\operatorname{Im}G(z_k)h/\pi$, both normalised (the mass lost to the grid's ends is
-reported) and $r$ rescaled to the exact $G(0)$, so the initial risk and $P_\infty$ are exact.
+half plane. $\operatorname{Im}m(x + i\epsilon)$ is the density convolved with a Cauchy kernel of
+width $\epsilon = x\cdot h/4$, whose $1/(x - \lambda)^2$ tails carry every eigenvalue's mass
+upward: read as a density it made $\operatorname{tr}\hat K$ grow like $hd$ (2.2–4.8 for a true
+1.64 at $\alpha = 1$, $d$ = 500–3162) and pushed mass above the top of the spectrum. The
+first-order deconvolution $\operatorname{Im}m(x + i\epsilon) - \epsilon\operatorname{Re}
+m'(x + i\epsilon) = \operatorname{Im}m(x + i0) + O(\epsilon^3)$ (the same for $G$; $m' =
+1/\partial_mF$ from the fixed point $F(m, z) = 0$) removes those tails: $\operatorname{tr}\hat K$
+within 0.2% and under $10^{-5}$ of an eigenvalue above $1.1\lambda_{\max}$ at the same points.
+Each $x_k$ is a mode with weight $\omega_k\propto\rho(x_k)x_kh$ and risk weight
+$r_k\propto\operatorname{Im}G(z_k)h/\pi$ (both so deconvolved and clipped at 0), both
+normalised (the mass lost to the grid's ends is reported) and $r$ rescaled to the exact $G(0)$,
+so the initial risk and $P_\infty$ are exact.
 The mass the smoothing leaks above the top eigenvalue is merged into the mode at the median of
 the top eigenvalue's bump (no mode lies above the spectrum, so the stepsize limit is the
 spectrum's).
@@ -218,10 +227,16 @@ def plrf_equivalent(alpha, beta, v: int, d, *, num_modes: int = 8192,
     logx = jnp.linspace(hi, lo, num_modes)
     h = (hi - lo) / (num_modes - 1)
     xs = jnp.exp(logx)
-    ms = _stieltjes(xs, _SMOOTHING * h, c, dbar, d)
-    G = jnp.sum(tmass[None, :] * ms[:, None] / (1.0 + dbar[None, :] * ms[:, None]), axis=1)
-    mass = ms.imag / np.pi * xs * h
-    risk = G.imag / np.pi * h
+    eps = _SMOOTHING * h
+    ms = _stieltjes(xs, eps, c, dbar, d)
+    den = 1.0 + dbar[None, :] * ms[:, None]
+    G = jnp.sum(tmass[None, :] * ms[:, None] / den, axis=1)
+    # First-order deconvolution of the Cauchy smoothing (module docstring): Im f(x + i e) -
+    # e Re f'(x + i e) = Im f(x + i0) + O(e^3) tails, with m' = 1 / (dF/dm) from the fixed point.
+    dm = 1.0 / (1.0 / ms**2 - jnp.sum(c * dbar**2 / den**2, axis=1) / d)
+    dG = jnp.sum(tmass[None, :] / den**2, axis=1) * dm
+    mass = (ms.imag - eps * xs * dm.real) / np.pi * xs * h
+    risk = (G.imag - eps * xs * dG.real) / np.pi * h
     captured = jnp.sum(mass)
     G0 = jnp.sum(tmass * m0 / (1.0 + dbar * m0))
     weights = jnp.maximum(mass, 0.0) / captured
