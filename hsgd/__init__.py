@@ -5,6 +5,7 @@ See SPEC.md for the equations; every public name has a docstring with the one it
 
 from . import (
     _cells as _cells,  # registers the built-in cells of the table
+    scaling as scaling,
     theory as theory,
 )
 from ._dynamics.finite_heavy_ball import momentum_recursion as momentum_recursion

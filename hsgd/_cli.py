@@ -177,7 +177,7 @@ def run_tune(job: TuneJob, out: Path) -> int:
     finite = isinstance(job.problem, FiniteProblem)
     conv = conventions_for(job.problem, job.optimizer)
     what = (f"finite data={cfg['problem']['data']} n={job.problem.n} d={int(job.problem.d)}"
-            if finite else f"loss={cfg['problem']['loss']} d={job.problem.d}")
+            if finite else f"{_streaming_label(cfg['problem'])} d={job.problem.d}")
     what += f" optimizer={job.name}"
     unit = "iterations" if conv.iterations else "epochs" if finite else "t = k/d"
     print(f"hsgd tune: {what} family={job.family} objective={job.objective} "
@@ -243,6 +243,16 @@ def run_tune(job: TuneJob, out: Path) -> int:
     return 0
 
 
+def _streaming_label(problem_cfg: dict, spectrum: bool = False) -> str:
+    """What a streaming [problem] section is, for the console and the figure title."""
+    if problem_cfg.get("kind") == "plrf":
+        det = " deterministic" if problem_cfg.get("deterministic") else ""
+        return (f"plrf{det} alpha={problem_cfg['alpha']} beta={problem_cfg['beta']} "
+                f"v={problem_cfg['v']}")
+    out = f"loss={problem_cfg['loss']}"
+    return out + (f" spectrum={problem_cfg['spectrum']['kind']}" if spectrum else "")
+
+
 def run(job: Job, out: Path) -> int:
     """Run the methods of `job` on its (problem, optimizer) pair, print the table and write the
     result files."""
@@ -253,8 +263,8 @@ def run(job: Job, out: Path) -> int:
     cfg = job.config
     label = job.conventions.ode_label
     simulated = job.conventions.simulated(opt)
-    print(f"hsgd run: loss={cfg['problem']['loss']} d={prob.d} "
-          f"spectrum={cfg['problem']['spectrum']['kind']} optimizer={job.name} "
+    print(f"hsgd run: {_streaming_label(cfg['problem'], spectrum=True)} d={prob.d} "
+          f"optimizer={job.name} "
           f"{_describe(opt)} t in [0, {ts[-1]:g}] methods={','.join(job.methods)}", flush=True)
     timings, summary = {}, {"config": cfg}
     ode_sol = sgd = None
@@ -325,7 +335,8 @@ def run(job: Job, out: Path) -> int:
     log_time = cfg["run"]["time_grid"] == "log"
     png = risk_figure(ts, None if ode_sol is None else ode_sol.risk,
                       None if sgd is None else sgd.risk,
-                      title=f"{cfg['problem']['loss']}, d = {prob.d}", log_time=log_time,
+                      title=f"{_streaming_label(cfg['problem'])}, d = {prob.d}",
+                      log_time=log_time,
                       sde_risk=None if sde_res is None else sde_res.risk,
                       simulated=simulated, **_gamma_panel(ode_sol, sgd))
     write_atomic(out / "risk.png", png)

@@ -49,6 +49,7 @@ from ._spectrum import Spectrum
 from ._sweep import grid, ode_outcomes, sweep_parameters
 from ._tune import BASELINES, FAMILIES, OBJECTIVES
 from ._tune.recipes import recipe_for
+from .scaling import default_eta
 from .theory import (
     gamma_max,
     limit_loss,
@@ -117,6 +118,11 @@ _FINITE_DATA = {
     "file": {"file": None, "ridge": 0.0, "features": None, "activation": "relu", "seed": 0},
 }
 PROBLEM_KINDS = {Problem: "streaming", FiniteProblem: "finite"}
+# problem.kind = "plrf" (SPEC §13): power-law random features, a streaming least-squares
+# problem; the default stepsize is hsgd.scaling.default_eta per iteration (gamma = eta * d) and
+# the default run 1e5 iterations (horizon t = k/d = 200 at d = 500) on a log time grid.
+PLRF_DEFAULT = {"kind": "plrf", "alpha": 1.0, "beta": 0.7, "v": 2000, "d": 500, "seed": 0,
+                "deterministic": False, "num_modes": 2048}
 _KIND_NAMES = {t.__name__: k for t, k in PROBLEM_KINDS.items()}
 
 
@@ -410,8 +416,11 @@ def merge(raw: dict) -> dict:
     cfg = copy.deepcopy(DEFAULT)
     prob_raw = raw.get("problem", {})
     kind = prob_raw.get("kind", "streaming") if isinstance(prob_raw, dict) else "streaming"
-    if kind not in ("streaming", "finite"):
-        raise ConfigError(f"problem.kind must be 'streaming' or 'finite', got {kind!r}")
+    if kind not in ("streaming", "finite", "plrf"):
+        raise ConfigError(f"problem.kind must be 'streaming', 'finite' or 'plrf', got {kind!r}")
+    if kind == "plrf":
+        cfg["problem"] = dict(PLRF_DEFAULT)
+        cfg["run"].update(horizon=200.0, time_grid="log")
     if kind == "finite":
         data = prob_raw.get("data", "gaussian")
         if data not in _FINITE_DATA:
@@ -428,7 +437,24 @@ def merge(raw: dict) -> dict:
                 cfg[section][key] = value
     _batch_default(raw.get("optimizer", {}), cfg["optimizer"])
     _schedule_default(raw.get("optimizer", {}), cfg["optimizer"])
+    if kind == "plrf" and "schedule" in cfg["optimizer"] and \
+            "schedule" not in raw.get("optimizer", {}):
+        cfg["optimizer"]["schedule"] = {"kind": "constant", "value": _plrf_gamma(cfg)}
     return cfg
+
+
+def _plrf_gamma(cfg: dict) -> float:
+    """The default constant stepsize of a PLRF config: $\\gamma = \\eta d$ with $\\eta$ =
+    [`default_eta`][hsgd.scaling.default_eta] per iteration (1.0 when a value it needs is bad:
+    that value's own error is raised where the section is read)."""
+    prob, opt = cfg["problem"], cfg["optimizer"]
+    try:
+        alpha, batch, d = float(prob["alpha"]), float(opt.get("batch") or 1), float(prob["d"])
+        if alpha > 0.5 and batch >= 1 and d >= 1:
+            return float(default_eta(alpha, batch)) * d
+    except (TypeError, ValueError):
+        pass
+    return 1.0
 
 
 def _schedule_default(raw_optimizer: dict, cfg_optimizer: dict):
@@ -473,7 +499,8 @@ def build(raw: dict, base: Path | None = None) -> Job:
     else:
         raise ConfigError(f"run.time_grid must be 'linear' or 'log', got {time_grid!r}")
     allowed = run_methods(problem, optimizer)
-    has_data = not finite or problem.data is not None
+    has_data = problem.data is not None if finite else \
+        not (prob_cfg.get("kind") == "plrf" and prob_cfg.get("deterministic"))
     if "methods" not in run_cfg:  # the deterministic equivalent, and the simulator if data
         run_cfg["methods"] = [m for m in allowed if m == conv.ode_label
                               or (m == "sgd" and has_data)]
@@ -483,8 +510,9 @@ def build(raw: dict, base: Path | None = None) -> Job:
         raise ConfigError(f"run.methods must be a non-empty list drawn from {allowed} "
                           f"(optimizer {name!r}), got {methods!r}")
     if not has_data and any(m in ("sgd", "sde") for m in methods):
-        raise ConfigError(f"problem.data = {prob_cfg['data']!r} is a spectrum only (no data "
-                          "matrix): run.methods cannot include 'sgd' or 'sde'")
+        what = (f"problem.data = {prob_cfg['data']!r} is a spectrum only (no data matrix)"
+                if finite else "problem.deterministic = true has no sampled instance")
+        raise ConfigError(f"{what}: run.methods cannot include 'sgd' or 'sde'")
     if finite and run_cfg.get("ode_bins", 0):
         raise ConfigError("run.ode_bins applies only to streaming problems")
     return Job(config=cfg, problem=problem, optimizer=optimizer, name=name, ts=ts,
@@ -499,6 +527,9 @@ def _problem_section(prob_cfg: dict, base: Path | None) -> Problem | FiniteProbl
     if prob_cfg.get("kind") == "finite":
         _check_keys(prob_cfg, {"kind", "data", *_FINITE_DATA[prob_cfg["data"]]}, "problem")
         return _finite_problem(prob_cfg, base)
+    if prob_cfg.get("kind") == "plrf":
+        _check_keys(prob_cfg, set(PLRF_DEFAULT), "problem")
+        return _plrf_problem(prob_cfg)
     _check_keys(prob_cfg, _PROBLEM_KEYS, "problem")
     return _problem(prob_cfg, base)
 
@@ -554,6 +585,27 @@ def _finite_problem(cfg: dict, base: Path | None):
     return _wrap(f"problem.file {str(path)!r}", lambda: FiniteProblem.random_features(
         arrays["A"], arrays["b"], num_features=features, key=seed, activation=activation,
         ridge=ridge, test=test))
+
+
+def _plrf_problem(cfg: dict) -> Problem:
+    """The streaming problem of a `problem.kind = "plrf"` section (SPEC §13): a sampled W
+    (`seed`), or the deterministic equivalent (`deterministic = true`: theory only)."""
+    where = "problem"
+    alpha = _float(cfg, "alpha", where, minimum=0.0, strict=True)
+    beta = _float(cfg, "beta", where, minimum=0.0, strict=True)
+    v, d = _int(cfg, "v", where, minimum=2), _int(cfg, "d", where, minimum=1)
+    if not d < v:
+        raise ConfigError(f"problem.d must be < problem.v (K-hat invertible), got d = {d}, "
+                          f"v = {v}")
+    deterministic = cfg.get("deterministic", False)
+    if not isinstance(deterministic, bool):
+        raise ConfigError(f"problem.deterministic must be true or false, got {deterministic!r}")
+    if deterministic:
+        return _wrap(where, lambda: Problem.plrf(
+            alpha, beta, v, d, deterministic=True,
+            num_modes=_int(cfg, "num_modes", where, minimum=16)))
+    key = jax.random.PRNGKey(_int(cfg, "seed", where, minimum=0))
+    return _wrap(where, lambda: Problem.plrf(alpha, beta, v, d, key))
 
 
 def _problem(prob_cfg: dict, base: Path | None) -> Problem:

@@ -263,3 +263,37 @@ def tune_figure(ts, gammas: dict, predicted: dict, sgd: dict | None = None, floo
     fig.suptitle(title)
     fig.tight_layout()
     return _figure_out(fig, True)
+
+
+def scaling_figure(result, as_png: bool = True):
+    r"""Left: the PLRF loss curves $P(f; d)$ against flops for every $d$ of a
+    [`ComputeOptimal`][hsgd.scaling.ComputeOptimal] (colour: $\log d$) with the
+    compute-optimal envelope $P^*(f)$. Right: $d^*(f)$ with the fitted and the paper's
+    power laws."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    cmap = plt.get_cmap("viridis")
+    logd = np.log(result.ds)
+    span = max(float(logd[-1] - logd[0]), 1e-12)
+    for d, row, ld in zip(result.ds, result.loss, logd):
+        ax1.plot(result.flops, row, color=cmap((ld - logd[0]) / span), lw=0.8)
+    ok = result.interior
+    ax1.plot(result.flops[ok], result.loss_opt[ok], "k--", lw=2, label="compute-optimal P*")
+    ax1.set(xscale="log", yscale="log", xlabel="flops f = d·B·k", ylabel="loss P",
+            title=f"PLRF α = {result.alpha:g}, β = {result.beta:g}, batch {result.batch:g}")
+    ax1.legend()
+    ax2.plot(result.flops[ok], result.d_opt[ok], "o", label="d*(f) from the ODE")
+    m = result.fit_mask
+    if m.sum() >= 2 and np.isfinite(result.d_exponent):
+        f = result.flops[m]
+        ref = result.d_opt[m][-1] * (f / f[-1]) ** result.d_exponent
+        ax2.plot(f, ref, "-", label=f"fit: a = {result.d_exponent:.3f}")
+        if result.paper is not None:
+            ref = result.d_opt[m][-1] * (f / f[-1]) ** result.paper.d_exponent
+            ax2.plot(f, ref, ":", label=f"phase {result.paper.phase}: a = "
+                     f"{result.paper.d_exponent:.3f}")
+    ax2.set(xscale="log", yscale="log", xlabel="flops f", ylabel="optimal d*")
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return _figure_out(fig, as_png)

@@ -171,3 +171,34 @@ num_times = 5
     assert main(["sweep", str(cfg), "--out", str(out), "--resume"]) == 0
     with pytest.raises(ConfigError, match="sweep.gama"):
         build_sweep({"sweep": {"gama": [1.0]}})
+
+
+def test_plrf_config_builds_the_plrf_problem(tmp_path, capsys):
+    # problem.kind = "plrf" (SPEC §13): the same problem as Problem.plrf with the seed's key,
+    # the default stepsize gamma = default_eta * d, a log time grid; the deterministic
+    # equivalent runs the ODE only (no instance to simulate).
+    import jax
+    import numpy as np
+
+    import hsgd
+
+    job = build({"problem": {"kind": "plrf", "d": 100, "v": 400, "seed": 3}})
+    ref = hsgd.Problem.plrf(1.0, 0.7, 400, 100, jax.random.PRNGKey(3))
+    np.testing.assert_array_equal(job.problem.spectrum.eigenvalues, ref.spectrum.eigenvalues)
+    gamma = float(hsgd.scaling.default_eta(1.0, 1)) * 100
+    assert float(job.optimizer.schedule(0.0)) == pytest.approx(gamma, rel=1e-12)
+    assert job.config["run"]["time_grid"] == "log" and "sgd" in job.methods
+    with pytest.raises(ConfigError, match="problem.d must be < problem.v"):
+        build({"problem": {"kind": "plrf", "d": 400, "v": 400}})
+    with pytest.raises(ConfigError, match="problem.loss"):
+        build({"problem": {"kind": "plrf", "loss": "logistic"}})
+    with pytest.raises(ConfigError, match="'sgd'"):
+        build({"problem": {"kind": "plrf", "deterministic": True},
+               "run": {"methods": ["ode", "sgd"]}})
+    cfg = tmp_path / "plrf.toml"
+    cfg.write_text('[problem]\nkind = "plrf"\ndeterministic = true\nnum_modes = 256\n'
+                   '[run]\nnum_times = 5\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 0
+    assert "plrf deterministic alpha=1.0" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["config"]["problem"]["kind"] == "plrf"
