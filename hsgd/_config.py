@@ -100,7 +100,8 @@ _SCHEDULE_KEYS = {
     "exponential": {"kind", "initial", "rate"},
     "step": {"kind", "initial", "factor", "interval"},
     "cosine": {"kind", "peak", "horizon", "final"},
-    "warmup": {"kind", "peak", "warmup", "horizon", "final", "decay", "initial"},
+    "warmup": {"kind", "peak", "warmup", "horizon", "final", "decay", "initial",
+               "stable"},
 }
 _RUN_KEYS = {"horizon", "num_times", "time_grid", "methods", "sgd_runs", "sde_paths", "seed",
              "ode_bins"}

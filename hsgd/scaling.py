@@ -48,6 +48,7 @@ import numpy as np
 from ._methods import ode
 from ._optimizer import SGD
 from ._problem import Problem
+from ._tune import Predictor, baselines, tune
 
 PHASES = ("I", "II", "III")
 _LANES = 8  # model sizes solved side by side (vmap) in loss_curves
@@ -309,3 +310,52 @@ def phase_diagram(points, flops, *, ds=None, v: int = 10**6, batch=1, eta=None,
 def _phase_tables(points, ds, flops, v, batch, eta, num_modes):
     return jax.lax.map(lambda p: _loss_table(p[0], p[1], ds, flops, v, batch, eta, None,
                                              num_modes), points)
+
+
+def compute_horizon(flops, d, batch=1) -> float:
+    r"""The time $t = k/d$ a budget of `flops` $= d\,B\,k$ buys at model size $d$ and batch
+    $B$: $T = f/(d^2B)$."""
+    f, d, b = float(flops), float(d), float(batch)
+    if not (f > 0 and d >= 1 and b >= 1):
+        raise ValueError(f"compute_horizon needs flops > 0, d >= 1, batch >= 1; got "
+                         f"flops={flops!r}, d={d!r}, batch={batch!r}")
+    return f / (d * d * b)
+
+
+def at_compute(problem: Problem, flops, *, batch=1, eta=None, alpha=None,
+               num_times: int = 41) -> Predictor:
+    r"""The [`Predictor`][hsgd.Predictor] of SGD on a PLRF `problem` (sampled: it has an
+    instance for the SGD check) at a fixed budget of `flops` $= dBk$: horizon
+    [`compute_horizon`][hsgd.scaling.compute_horizon], the exact finite-$d$ dynamics of SPEC
+    §8 (not the $d\to\infty$ ODE `tune` uses by default on least squares: at PLRF's
+    $\gamma\lambda_{\max}/d = O(1)$ the two differ by 10–30%), template stepsize
+    $\gamma = \eta d$ with `eta` (default [`default_eta`][hsgd.scaling.default_eta]`(alpha,
+    batch)`; `alpha` is needed then). Pass it to [`tune`][], [`baselines`][] (with
+    `include=(..., "wsd")`) and [`compare`][]."""
+    d = int(problem.d)
+    if eta is None:
+        if alpha is None:
+            raise ValueError("at_compute: give eta (per iteration) or alpha (for default_eta)")
+        eta = float(default_eta(alpha, batch))
+    T = compute_horizon(flops, d, batch)
+    ts = np.linspace(0.0, T, int(num_times))
+    return Predictor(problem, ts, SGD(eta * d, batch=batch), ode_options={"finite_d": True})
+
+
+def tune_at_compute(problem: Problem, flops, family="knots", *, batch=1, eta=None, alpha=None,
+                    include=("constant", "cosine", "wsd"), **tune_kwargs):
+    r"""Tune SGD's schedule on a PLRF `problem` at a fixed budget of `flops` (issue 19): the
+    [`at_compute`][hsgd.scaling.at_compute] predictor, [`tune`][] from the best constant
+    stepsize, and the [`baselines`][] named in `include` on the same predictor (the constant
+    grid: 40 log values in $\gamma_0\cdot[0.05, 4]$, $\gamma_0 = \eta d$). Returns
+    `(TuneResult, dict name -> Candidate)`; check both on SGD with
+    [`compare`][]`(result.predictor, {...}, key=...)`. The batch is fixed: at a fixed flop
+    budget the horizon depends on it, so it is not tuned jointly here."""
+    pred = at_compute(problem, flops, batch=batch, eta=eta, alpha=alpha)
+    # the constant grid around the template's gamma = eta d (PLRF's gamma is O(d), not O(1))
+    gamma0 = float(pred.optimizer.schedule(0.0))
+    base = baselines(pred, include=tuple(include), gammas=gamma0 * np.geomspace(0.05, 4.0, 40))
+    tune_kwargs.setdefault("init_gamma", base["constant"].parameters["gamma"]
+                           if "constant" in base else None)
+    res = tune(pred, family, float(pred.ts[-1]), **tune_kwargs)
+    return res, base

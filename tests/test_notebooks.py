@@ -14,7 +14,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 # and mnist, 14 s and 8 s, since it was still 11 min 48 s at stop 24) run with
 # the slow tests (`pytest -m slow`, which .ci/run runs too), to keep the default suite short.
 _SLOW = {"quickstart.ipynb", "signsgd.ipynb", "adaptive.ipynb", "momentum_streaming.ipynb",
-         "tune.ipynb", "homogenized_sgd.ipynb", "momentum.ipynb", "mnist.ipynb"}
+         "tune.ipynb", "homogenized_sgd.ipynb", "momentum.ipynb", "mnist.ipynb",
+         "scaling_laws.ipynb"}  # 77 s loaded: a PLRF phase diagram and a tune checked by SGD
 NOTEBOOKS = [pytest.param(p, marks=pytest.mark.slow) if p.name in _SLOW else p
              for p in NOTEBOOKS]
 

@@ -275,3 +275,15 @@ def test_boundary_parameters_are_accepted():
     assert float(hsgd.StepDecay(1.0, 1.0, 1.0)(5.0)) == 1.0
     assert float(hsgd.WarmupDecay(1.0, 1.0, 10.0, final=0.0, decay="linear")(10.0)) == 0.0
     assert float(hsgd.Cosine(1.0, 10.0, final=1.0)(5.0)) == 1.0
+
+
+def test_warmup_stable_decay():
+    # WSD by hand: ramp 0 -> 1 on [0, 1], peak on [1, 8], linear cool-down to 0 at T = 10
+    s = hsgd.WarmupDecay(1.0, 1.0, 10.0, decay="linear", stable=8.0)
+    np.testing.assert_allclose([s(t) for t in (0.5, 1.0, 5.0, 8.0, 9.0, 10.0, 11.0)],
+                               [0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0], atol=1e-12)
+    # stable = warmup is the schedule without a stable phase
+    a, b = hsgd.WarmupDecay(1.0, 1.0, 10.0), hsgd.WarmupDecay(1.0, 1.0, 10.0, stable=1.0)
+    np.testing.assert_allclose([a(t) for t in (2.0, 6.0)], [b(t) for t in (2.0, 6.0)])
+    with pytest.raises(ValueError, match="stable must be in"):
+        hsgd.WarmupDecay(1.0, 1.0, 10.0, stable=0.5)

@@ -8,12 +8,13 @@ _DECAYS = ("cosine", "linear", "exponential")
 
 
 class WarmupDecay(AbstractSchedule):
-    r"""Linear warm-up from `initial` to `peak` on $[0, t_w]$, then decay to `final` at the
-    horizon $T$, constant after (SPEC §4):
+    r"""Linear warm-up from `initial` to `peak` on $[0, t_w]$, the peak held until $t_s$
+    (`stable`, default $t_w$: no stable phase), then decay to `final` at the horizon $T$,
+    constant after (SPEC §4) — with a stable phase, the warm-up–stable–decay (WSD) schedule:
 
     $$\gamma(t) = \gamma_0 + (\gamma_p - \gamma_0)\,t/t_w \quad (0 \le t < t_w),$$
 
-    and for $t \ge t_w$, with $u = \min\big((t - t_w)/(T - t_w), 1\big)$:
+    and for $t \ge t_w$, with $u = \min\big(\max(t - t_s, 0)/(T - t_s), 1\big)$:
 
     - `"cosine"`: $\gamma_f + \tfrac12(\gamma_p - \gamma_f)(1 + \cos\pi u)$,
     - `"linear"`: $\gamma_p + (\gamma_f - \gamma_p)\,u$,
@@ -28,6 +29,9 @@ class WarmupDecay(AbstractSchedule):
     - `final`: $\gamma_f \in [0, \gamma_p]$ (default 0; must be $> 0$ for `"exponential"`).
     - `decay`: `"cosine"` (default), `"linear"` or `"exponential"`; a static field.
     - `initial`: $\gamma_0 \ge 0$, the value at $t = 0$ (default 0).
+    - `stable`: $t_s\in[t_w, T)$, where the decay starts (default $t_w$). WSD with a
+      tenth-of-the-budget linear cool-down: `WarmupDecay(peak, t_w, T, decay="linear",
+      stable=0.9 * T)`.
 
     Example: `WarmupDecay(1.0, 2.0, 20.0, final=0.01, decay="exponential")(1.0)` is `0.5`.
     """
@@ -37,9 +41,11 @@ class WarmupDecay(AbstractSchedule):
     horizon: jnp.ndarray
     final: jnp.ndarray
     initial: jnp.ndarray
+    stable: jnp.ndarray
     decay: str = eqx.field(static=True)
 
-    def __init__(self, peak, warmup, horizon, final=0.0, decay: str = "cosine", initial=0.0):
+    def __init__(self, peak, warmup, horizon, final=0.0, decay: str = "cosine", initial=0.0,
+                 stable=None):
         if decay not in _DECAYS:
             raise ValueError(f"schedule parameter decay must be one of {_DECAYS}, got {decay!r}")
         self.decay = decay
@@ -54,6 +60,14 @@ class WarmupDecay(AbstractSchedule):
             raise ValueError(f"schedule parameter warmup must be < horizon, got warmup = "
                              f"{np.asarray(self.warmup)} >= horizon = {np.asarray(self.horizon)}")
         check_not_above_peak(self.final, self.peak)
+        self.stable = self.warmup if stable is None else parameter(stable, "stable",
+                                                                   nonnegative=True)
+        if stable is not None and concrete(self.stable, self.warmup, self.horizon) and (
+                np.any(np.asarray(self.stable) < np.asarray(self.warmup))
+                or np.any(np.asarray(self.stable) >= np.asarray(self.horizon))):
+            raise ValueError(f"schedule parameter stable must be in [warmup, horizon), got "
+                             f"stable = {np.asarray(self.stable)} (warmup = "
+                             f"{np.asarray(self.warmup)}, horizon = {np.asarray(self.horizon)})")
 
     def __call__(self, t):
         # Safe division: with warmup = 0 the ramp is never selected for t >= 0, and the `where`
@@ -61,7 +75,7 @@ class WarmupDecay(AbstractSchedule):
         has_warmup = self.warmup > 0
         ramp_u = jnp.clip(t / jnp.where(has_warmup, self.warmup, 1.0), 0.0, 1.0)
         ramp = self.initial + (self.peak - self.initial) * ramp_u
-        u = jnp.clip((t - self.warmup) / (self.horizon - self.warmup), 0.0, 1.0)
+        u = jnp.clip((t - self.stable) / (self.horizon - self.stable), 0.0, 1.0)
         # `decay` is a static string: this Python branch is resolved at trace time.
         if self.decay == "cosine":
             dec = self.final + 0.5 * (self.peak - self.final) * (1 + jnp.cos(jnp.pi * u))

@@ -14,12 +14,20 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._schedule import AbstractSchedule, Constant, Cosine, PiecewiseLinear, StepDecay
+from .._schedule import (
+    AbstractSchedule,
+    Constant,
+    Cosine,
+    PiecewiseLinear,
+    StepDecay,
+    WarmupDecay,
+)
 from .._sweep import grid
 from .common import TuneResult, check_objective, objective_value, time_grid
 from .predictor import AbstractPredictor, predictor_for
 
-BASELINES = ("constant", "step_decay", "cosine", "critical")
+BASELINES = ("constant", "step_decay", "cosine", "critical", "wsd")
+DEFAULT_BASELINES = BASELINES[:4]  # "wsd" on request (scaling.tune_at_compute asks for it)
 
 
 class Candidate(eqx.Module):
@@ -94,6 +102,19 @@ def best_cosine(predictor: AbstractPredictor, gamma: float, *, objective: str = 
                         "cosine")
 
 
+def best_wsd(predictor: AbstractPredictor, gamma: float, *, objective: str = "final"
+             ) -> Candidate:
+    r"""The best warm-up–stable–decay schedule ([`WarmupDecay`][] with `stable`): linear
+    warm-up over 1% of the budget, the peak held, then a linear cool-down to 0 over the last
+    fraction $\in\{0.1, 0.2, 0.4\}$ of the budget, peak $\in\gamma\cdot[0.5, 6]$ (12 log
+    values)."""
+    T = float(predictor.ts[-1])
+    points = grid(peak=gamma * np.geomspace(0.5, 6.0, 12), cooldown=[0.1, 0.2, 0.4])
+    return _grid_search(predictor, objective, points,
+                        lambda p: WarmupDecay(p["peak"], 0.01 * T, T, decay="linear",
+                                              stable=T * (1.0 - p["cooldown"])), "wsd")
+
+
 def best_critical(predictor: AbstractPredictor, *, objective: str = "final", factors=None,
                   num_knots: int = 201) -> Candidate:
     r"""The critical schedule $\gamma_t = c\,\gamma_{\rm crit}(t)$ (SPEC §1) with the best $c$
@@ -125,10 +146,11 @@ def best_critical(predictor: AbstractPredictor, *, objective: str = "final", fac
                      predictor=predictor)
 
 
-def baselines(problem, horizon=None, *, objective: str = "final", include=BASELINES,
+def baselines(problem, horizon=None, *, objective: str = "final", include=DEFAULT_BASELINES,
               gammas=None, **predictor_kwargs) -> dict[str, Candidate]:
     """The baselines named in `include` (any of "constant", "step_decay", "cosine",
-    "critical") for `problem` and budget `horizon`: dict name → [`Candidate`][]. The decaying
+    "critical" — the default — and "wsd", [`best_wsd`][hsgd._tune.baselines.best_wsd]) for
+    `problem` and budget `horizon`: dict name → [`Candidate`][]. The decaying
     grids are centred on the best constant stepsize. "critical" is skipped where the dynamics
     have no critical rate.
 
@@ -149,6 +171,8 @@ def baselines(problem, horizon=None, *, objective: str = "final", include=BASELI
         out["step_decay"] = best_step_decay(predictor, gamma, objective=objective)
     if "cosine" in include:
         out["cosine"] = best_cosine(predictor, gamma, objective=objective)
+    if "wsd" in include:
+        out["wsd"] = best_wsd(predictor, gamma, objective=objective)
     if "critical" in include:
         try:
             out["critical"] = best_critical(predictor, objective=objective)
