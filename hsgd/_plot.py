@@ -89,9 +89,14 @@ def finite_figure(ts, loss_lines: dict, loss_bands: dict, risk_lines: dict, risk
 
 
 def _pyplot():
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    # Headless (CLI, tests) unless pyplot is already in use: a notebook's inline backend is
+    # kept, so figures made here show there (switching to Agg would silence every plt.show())
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt

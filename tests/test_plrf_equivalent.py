@@ -100,9 +100,8 @@ def test_deterministic_problem_loss_curves_match_sampled_instances():
     # The check: the ODE on Problem.plrf(deterministic=True) against the mean of the
     # ODE over 16 sampled W (same exact finite-d dynamics, so only the spectrum and the target
     # weights differ): v = 2000, d = 500, batch 8, eta = 0.5 per iteration, to k = 1e5. Within
-    # 4 SE of the 16-sample mean (SE/mean 0.2-2%). Measured: +3.2, +1.0, +3.1, -0.2, -0.2% at
-    # k = 10 ... 1e5, all within 1.6 SE; the equivalent's finite-size bias falls with d (loss
-    # curves within 1.6% of 12 sampled W at d = 2000, v = 8000).
+    # 4 SE of the 16-sample mean (SE/mean 0.2-2%). Measured (with the deconvolved spectrum):
+    # -0.7, -1.9, +0.3, -2.8, -2.6% at k = 10 ... 1e5, all within 1.6 SE.
     import hsgd
 
     d, v = 500, 2000
