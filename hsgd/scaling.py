@@ -51,7 +51,8 @@ from ._problem import Problem
 from ._tune import Predictor, baselines, tune
 
 PHASES = ("I", "II", "III")
-_LANES = 8  # model sizes solved side by side (vmap) in loss_curves
+_LANES = 8  # model sizes solved side by side (vmap) in loss_curves, at most
+_MEMORY = 4 * 2**30  # bytes of resolvent work arrays they may hold together
 
 
 class PhaseExponents(NamedTuple):
@@ -109,8 +110,8 @@ def loss_curves(alpha, beta, ds, flops, *, v: int = 10**6, batch=1, eta=None, op
     r"""The table $P(f; d)$, shape `(len(ds), len(flops))`: the PLRF loss after $k = f/(dB)$
     iterations of one-pass SGD (the exact finite-$d$ dynamics of SPEC §8 on
     [`Problem.plrf`][hsgd.Problem.plrf]`(alpha, beta, v, d, deterministic=True)`), one jitted
-    call, `jax.vmap`-ed over $d$ in batches of 8
-    (`lax.map(..., batch_size=8)`, for memory). Budgets with $k < 1$ are NaN.
+    call, `jax.vmap`-ed over $d$ in batches of up to 8
+    (`lax.map(..., batch_size=...)`, sized to ~4 GB of work arrays). Budgets with $k < 1$ are NaN.
 
     **Arguments:** `alpha`, `beta` (may be traced), `ds` model sizes ($< v$), `flops` budgets
     $f = dBk$ (increasing), `v` the data dimension (static; the equivalent bins it, so $10^6$
@@ -141,9 +142,17 @@ def _loss_table(alpha, beta, ds, flops, v, batch, eta, optimizer, num_modes):
         risk = ode(prob, opt, ts).risk
         return jnp.where(iterations >= 1.0, risk, jnp.nan)
 
-    # vmap in batches: the resolvent of one d holds (num_modes x population bins) complex
-    # numbers (~170 MB at 2048 modes, v = 1e6), so all of a 40-point grid at once would not fit
-    return jax.lax.map(one, ds, batch_size=min(int(ds.shape[0]), _LANES))
+    # vmap in batches: the resolvent of one d holds a few (num_modes x population bins)
+    # complex arrays (~0.7 GB at 2048 modes, v = 1e6), so a 40-point grid at once would not fit
+    return jax.lax.map(one, ds, batch_size=min(int(ds.shape[0]), _lanes(v, num_modes)))
+
+
+def _lanes(v: int, num_modes: int) -> int:
+    """Model sizes solved side by side: at most 8, and ~4 GB of resolvent work arrays."""
+    from ._problem.plrf_equivalent import population_bins
+
+    per_lane = 4 * 16 * num_modes * population_bins(v)[1].size
+    return int(max(1, min(_LANES, _MEMORY // per_lane)))
 
 
 class ComputeOptimal(eqx.Module):

@@ -8,6 +8,7 @@ equivalent). Tolerances are 4 standard errors of those averages (plus a floor na
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -128,7 +129,9 @@ def test_deterministic_problem_vmaps_over_d_and_refuses_bad_input():
         return hsgd.ode(prob, hsgd.SGD(0.3 * 400, batch=4), ts).risk
 
     both = jax.vmap(risk)(np.array([300.0, 400.0]))
-    np.testing.assert_allclose(both, np.stack([risk(300.0), risk(400.0)]), rtol=1e-9)
+    # separate calls with d as concrete arrays (one compile; a Python float would be static)
+    sep = [risk(jnp.asarray(d)) for d in (300.0, 400.0)]
+    np.testing.assert_allclose(both, np.stack(sep), rtol=1e-9)
     with pytest.raises(ValueError, match="neither key nor theta0"):
         hsgd.Problem.plrf(ALPHA, BETA, V, D, key=jax.random.PRNGKey(0), deterministic=True)
     with pytest.raises(ValueError, match="v > d"):
