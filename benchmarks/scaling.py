@@ -35,9 +35,14 @@ def main():
                    help="fit over the top this many decades of interior budgets")
     p.add_argument("--points", default=None, help="e.g. '1.0,0.7;0.7,0.8'")
     p.add_argument("--repeat", action="store_true", help="time a second (warm) call too")
+    p.add_argument("--grid64", action="store_true",
+                   help="only time one loss_curves call on 64 model sizes at 1e4 modes")
     args = p.parse_args()
     setup(args)
     import hsgd
+
+    if args.grid64:
+        return grid64(args, hsgd)
 
     points = POINTS if args.points is None else [tuple(map(float, s.split(",")))
                                                  for s in args.points.split(";")]
@@ -82,6 +87,29 @@ def main():
                            "seconds_first_call": first, "seconds_warm": warm,
                            "d_fit_max": args.d_fit_max, "points": rows,
                            "backend": jax.default_backend()})
+
+
+def grid64(args, hsgd):
+    """The issue's 'a 64-point d-grid of the compute-optimal envelope at D = 1e4 (modes) takes
+    one jitted call': `hsgd.scaling.loss_curves` on 64 log-spaced d in [16, 16384] and 29
+    budgets, the deterministic spectrum on 1e4 modes, (alpha, beta) = (1, 0.7). Its lanes are
+    sized to ~4 GB of resolvent work arrays (1 lane at 1e4 modes, v = 1e6)."""
+    flops = np.geomspace(*args.flops, args.num_flops)
+    ds = np.geomspace(16, 16384, 64)
+    start = time.perf_counter()
+    table = np.asarray(hsgd.scaling.loss_curves(1.0, 0.7, ds, flops, num_modes=10_000))
+    first = time.perf_counter() - start
+    res = hsgd.scaling._frontier(1.0, 0.7, 1.0, ds, flops, table, max_fit_d=args.d_fit_max,
+                                 fit_decades=args.fit_decades)
+    print(f"64 d x {flops.size} budgets at 1e4 modes: one call, {first:.1f} s (compile "
+          f"included); a = {res.d_exponent:.3f} (paper {res.paper.d_exponent:.3f}), b = "
+          f"{res.loss_exponent:.3f} (paper {res.paper.loss_exponent:.3f})")
+    from pathlib import Path
+
+    # its own JSON (scaling_grid64.json), next to the phase-diagram one
+    return write(args, str(Path(__file__).with_name("scaling_grid64.py")),
+                 {"ds": ds.tolist(), "flops": flops.tolist(), "num_modes": 10_000,
+                  "seconds": first, "summary": res.summary()})
 
 
 if __name__ == "__main__":

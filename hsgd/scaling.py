@@ -359,7 +359,8 @@ def tune_at_compute(problem: Problem, flops, family="knots", *, batch=1, eta=Non
     grid: 40 log values in $\gamma_0\cdot[0.05, 4]$, $\gamma_0 = \eta d$). Returns
     `(TuneResult, dict name -> Candidate)`; check both on SGD with
     [`compare`][]`(result.predictor, {...}, key=...)`. The batch is fixed: at a fixed flop
-    budget the horizon depends on it, so it is not tuned jointly here."""
+    budget the horizon depends on it; [`batch_at_compute`][hsgd.scaling.batch_at_compute]
+    searches it on a grid."""
     pred = at_compute(problem, flops, batch=batch, eta=eta, alpha=alpha)
     # the constant grid around the template's gamma = eta d (PLRF's gamma is O(d), not O(1))
     gamma0 = float(pred.optimizer.schedule(0.0))
@@ -368,3 +369,28 @@ def tune_at_compute(problem: Problem, flops, family="knots", *, batch=1, eta=Non
                            if "constant" in base else None)
     res = tune(pred, family, float(pred.ts[-1]), **tune_kwargs)
     return res, base
+
+
+def batch_at_compute(problem: Problem, flops, batches=(1, 2, 4, 8, 16), family="knots", *,
+                     eta=None, alpha=None, include=("constant", "wsd"), **tune_kwargs) -> dict:
+    r"""The batch at a fixed flop budget: [`tune_at_compute`][hsgd.scaling.tune_at_compute]
+    for each batch $B$ of `batches` (the horizon $f/(d^2B)$ depends on $B$, so the batch is
+    searched on a grid, the schedule tuned by gradient at each). Returns a dict with
+    `batches`, `tuned` (the predicted final loss of each tuned schedule), `results` (batch ->
+    `(TuneResult, baselines)`) and `best` (the batch with the lowest tuned loss).
+
+    In the $d	o\infty$ ODE at a fixed number of samples $Bk$ only $\gamma/B$ matters (SPEC §1:
+    substitute $s = Bt$), so every batch reaches the same loss; at finite $d$ the
+    self-interaction $(1 + 1/B)\gamma^2\lambda^2$ of SPEC §8 favours larger batches on the top
+    modes, which this search measures."""
+    batches = [int(b) for b in batches]
+    if not batches or any(b < 1 for b in batches):
+        raise ValueError(f"batches must be integers >= 1, got {batches!r}")
+    results, tuned = {}, []
+    for b in batches:
+        res, base = tune_at_compute(problem, flops, family, batch=b, eta=eta, alpha=alpha,
+                                    include=include, **tune_kwargs)
+        results[b] = (res, base)
+        tuned.append(float(np.min(res.loss_history)))
+    return {"batches": batches, "tuned": tuned, "results": results,
+            "best": batches[int(np.argmin(tuned))]}
