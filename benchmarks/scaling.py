@@ -48,24 +48,23 @@ def main():
                                                  for s in args.points.split(";")]
     flops = np.geomspace(*args.flops, args.num_flops)
     ds = np.geomspace(*args.d, args.num_d)
+    # the fit: the top `fit_decades` of the budgets whose optimum is interior and at most
+    # --d-fit-max (the deterministic spectrum on 2048 modes resolves d <= 16384 to 0.5%; past
+    # it the curves' bias stalls d*)
+    fit = dict(ds=ds, num_modes=args.num_modes, max_fit_d=args.d_fit_max,
+               fit_decades=args.fit_decades)
     start = time.perf_counter()
-    results = hsgd.scaling.phase_diagram(points, flops, ds=ds, num_modes=args.num_modes)
+    results = hsgd.scaling.phase_diagram(points, flops, **fit)
     first = time.perf_counter() - start
     warm = None
     if args.repeat:
         start = time.perf_counter()
-        hsgd.scaling.phase_diagram(points, flops, ds=ds, num_modes=args.num_modes)
+        hsgd.scaling.phase_diagram(points, flops, **fit)
         warm = time.perf_counter() - start
     rows = []
     print(f"{'alpha':>5} {'beta':>5} {'phase':>5} {'a':>7} {'a paper':>7} {'b':>7} "
           f"{'b paper':>7} {'budgets':>7}")
     for res in results:
-        # refit: the top `fit_decades` of the budgets whose optimum is interior and at most
-        # --d-fit-max (the deterministic spectrum on 2048 modes resolves d <= 16384 to 0.5%;
-        # past it the curves' bias stalls d*)
-        res = hsgd.scaling._frontier(res.alpha, res.beta, res.batch, res.ds, res.flops,
-                                     res.loss, max_fit_d=args.d_fit_max,
-                                     fit_decades=args.fit_decades)
         s = res.summary()
         s["d_opt"] = res.d_opt.tolist()
         s["loss_opt"] = res.loss_opt.tolist()
@@ -91,16 +90,16 @@ def main():
 
 def grid64(args, hsgd):
     """The issue's 'a 64-point d-grid of the compute-optimal envelope at D = 1e4 (modes) takes
-    one jitted call': `hsgd.scaling.loss_curves` on 64 log-spaced d in [16, 16384] and 29
+    one jitted call': `hsgd.scaling.compute_optimal` (one `loss_curves` call, then the
+    envelope and the fit) on 64 log-spaced d in [16, 16384] and 29
     budgets, the deterministic spectrum on 1e4 modes, (alpha, beta) = (1, 0.7). Its lanes are
     sized to ~4 GB of resolvent work arrays (1 lane at 1e4 modes, v = 1e6)."""
     flops = np.geomspace(*args.flops, args.num_flops)
     ds = np.geomspace(16, 16384, 64)
     start = time.perf_counter()
-    table = np.asarray(hsgd.scaling.loss_curves(1.0, 0.7, ds, flops, num_modes=10_000))
+    res = hsgd.scaling.compute_optimal(1.0, 0.7, flops, ds=ds, num_modes=10_000,
+                                       max_fit_d=args.d_fit_max, fit_decades=args.fit_decades)
     first = time.perf_counter() - start
-    res = hsgd.scaling._frontier(1.0, 0.7, 1.0, ds, flops, table, max_fit_d=args.d_fit_max,
-                                 fit_decades=args.fit_decades)
     print(f"64 d x {flops.size} budgets at 1e4 modes: one call, {first:.1f} s (compile "
           f"included); a = {res.d_exponent:.3f} (paper {res.paper.d_exponent:.3f}), b = "
           f"{res.loss_exponent:.3f} (paper {res.paper.loss_exponent:.3f})")

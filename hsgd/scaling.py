@@ -48,6 +48,7 @@ import numpy as np
 from ._methods import ode
 from ._optimizer import SGD
 from ._problem import Problem
+from ._problem.plrf_equivalent import population_bins
 from ._tune import Predictor, baselines, tune
 
 PHASES = ("I", "II", "III")
@@ -149,8 +150,6 @@ def _loss_table(alpha, beta, ds, flops, v, batch, eta, optimizer, num_modes):
 
 def _lanes(v: int, num_modes: int) -> int:
     """Model sizes solved side by side: at most 8, and ~4 GB of resolvent work arrays."""
-    from ._problem.plrf_equivalent import population_bins
-
     per_lane = 4 * 16 * num_modes * population_bins(v)[1].size
     return int(max(1, min(_LANES, _MEMORY // per_lane)))
 
@@ -379,7 +378,7 @@ def batch_at_compute(problem: Problem, flops, batches=(1, 2, 4, 8, 16), family="
     `batches`, `tuned` (the predicted final loss of each tuned schedule), `results` (batch ->
     `(TuneResult, baselines)`) and `best` (the batch with the lowest tuned loss).
 
-    In the $d	o\infty$ ODE at a fixed number of samples $Bk$ only $\gamma/B$ matters (SPEC §1:
+    In the $d\to\infty$ ODE at a fixed number of samples $Bk$ only $\gamma/B$ matters (SPEC §1:
     substitute $s = Bt$), so every batch reaches the same loss; at finite $d$ the
     self-interaction $(1 + 1/B)\gamma^2\lambda^2$ of SPEC §8 favours larger batches on the top
     modes, which this search measures."""

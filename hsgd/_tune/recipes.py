@@ -208,8 +208,7 @@ class StreamingSGD(Recipe):
 
 
 class CriticalRate(eqx.Module):
-    r"""The rule $\gamma = c\,\max(\gamma_{
-m crit}(B), 0)$ of SPEC §1 for a public
+    r"""The rule $\gamma = c\,\max(\gamma_{\rm crit}(B), 0)$ of SPEC §1 for a public
     [`FeedbackSchedule`][]: `factor` $c$ is an array leaf (vmapped over in the baseline)."""
 
     factor: Array
@@ -221,8 +220,7 @@ m crit}(B), 0)$ of SPEC §1 for a public
 @eqx.filter_jit
 def _critical_solves(problem, factors, ts, batch, controller, max_steps):
     r"""Risk and learning rate, $(C, T)$ each, of the ODE driven by the feedback
-    $\gamma = c\,\gamma_{
-m crit}(B(t))$ (SPEC §1) for each factor $c$: the public cell
+    $\gamma = c\,\gamma_{\rm crit}(B(t))$ (SPEC §1) for each factor $c$: the public cell
     [`ode`][]`(problem, FeedbackSchedule(CriticalRate(c), batch), ts)`. A solve that fails
     (divergence, step budget) gives NaN."""
 
