@@ -447,14 +447,18 @@ def merge(raw: dict) -> dict:
 def _plrf_gamma(cfg: dict) -> float:
     """The default constant stepsize of a PLRF config: $\\gamma = \\eta d$ with $\\eta$ =
     [`default_eta`][hsgd.scaling.default_eta] per iteration (1.0 when a value it needs is bad:
-    that value's own error is raised where the section is read)."""
+    that value's own error is raised where the section is read; an error for alpha <= 1/2,
+    where there is no d-independent default)."""
     prob, opt = cfg["problem"], cfg["optimizer"]
     try:
         alpha, batch, d = float(prob["alpha"]), float(opt.get("batch") or 1), float(prob["d"])
-        if alpha > 0.5 and batch >= 1 and d >= 1:
-            return float(default_eta(alpha, batch)) * d
     except (TypeError, ValueError):
-        pass
+        return 1.0
+    if 0 < alpha <= 0.5:
+        raise ConfigError(f"problem.alpha = {alpha} <= 1/2 has no default PLRF stepsize (tr K "
+                          f"grows with v): give [optimizer.schedule] (gamma = eta * d)")
+    if alpha > 0.5 and batch >= 1 and d >= 1:
+        return float(default_eta(alpha, batch)) * d
     return 1.0
 
 

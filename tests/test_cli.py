@@ -192,6 +192,8 @@ def test_plrf_config_builds_the_plrf_problem(tmp_path, capsys):
         build({"problem": {"kind": "plrf", "d": 400, "v": 400}})
     with pytest.raises(ConfigError, match="problem.loss"):
         build({"problem": {"kind": "plrf", "loss": "logistic"}})
+    with pytest.raises(ConfigError, match="problem.alpha = 0.4"):
+        build({"problem": {"kind": "plrf", "alpha": 0.4}})
     with pytest.raises(ConfigError, match="'sgd'"):
         build({"problem": {"kind": "plrf", "deterministic": True},
                "run": {"methods": ["ode", "sgd"]}})
