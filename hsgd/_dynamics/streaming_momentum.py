@@ -53,6 +53,7 @@ from .streaming_sgd import (
     SGDModes,
     _assemble,
     _initial_step,
+    _resolve_finite_d,
     ode as sgd_ode,
 )
 from .structured import (
@@ -76,9 +77,12 @@ class MomentumModes(SGDModes):
     delta: object = None
 
     @classmethod
-    def from_momentum(cls, problem: Problem, optimizer: LinearMomentum, batch):
-        """The dynamics and the initial blocks `(F, C)` (mode axis last; $Y_0 = 0$)."""
-        base, F0, C0 = SGDModes.from_problem(problem, optimizer.gamma2, batch)
+    def from_momentum(cls, problem: Problem, optimizer: LinearMomentum, batch,
+                      finite_d: bool = False):
+        """The dynamics and the initial blocks `(F, C)` (mode axis last; $Y_0 = 0$);
+        `finite_d`: least squares' exact finite-$d$ terms (module docstring; needs
+        `problem.d`)."""
+        base, F0, C0 = SGDModes.from_problem(problem, optimizer.gamma2, batch, finite_d)
         fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
         dyn = cls(**fields, gamma1=optimizer.gamma1, gamma3=optimizer.gamma3,
                   delta=optimizer.delta)
@@ -117,8 +121,17 @@ class MomentumModes(SGDModes):
         cc = (c[:, None] * c[None, :])
         noise = jnp.kron(cc, mom.I)  # (2m, 2m)
         forcing = noise[:, :, None] * (lam / (self.batch * self.scale))
+        F_self = None
+        if self.inv_d is not None:
+            # Least squares at finite d (module docstring): F' += (A F A^T + (lam^2/beta)
+            # P c c^T) / d, i.e. R_1 = A/sqrt(d), R_2 = lam sqrt(1/(beta d)) [c | 0].
+            root = jnp.sqrt(self.inv_d)
+            zero = jnp.zeros_like(lam)
+            R2 = (root * jnp.sqrt(1.0 / self.batch)) * lam * jnp.stack(
+                [jnp.stack([-g2 + zero, zero]), jnp.stack([g1 + zero, zero])])
+            F_self = jnp.stack([root * A, R2])
         return ModeSystem(A=A, A_target=A_target, target=self.target, forcing=forcing,
-                          aux_rate=jnp.zeros((0,), dtype))
+                          aux_rate=jnp.zeros((0,), dtype), F_self=F_self)
 
     def error_floor(self):
         base = super().error_floor()
@@ -139,7 +152,7 @@ def ode(problem: Problem, optimizer: LinearMomentum, ts, *, statistics: dict | N
         rtol: float | None = None, atol: float | None = None,
         stepsize_controller: diffrax.AbstractStepSizeController | None = None,
         adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
-        blowup: float = 1e6) -> Solution:
+        blowup: float = 1e6, finite_d: bool | None = None) -> Solution:
     r"""Solve streaming momentum's deterministic equivalent (SPEC §9, module docstring) on the
     times `ts`: the cells [`Problem`][] × [`LinearMomentum`][] (and its presets
     [`DANAConstant`][], [`DANADecaying`][]) of [`hsgd.ode`][].
@@ -182,13 +195,15 @@ def ode(problem: Problem, optimizer: LinearMomentum, ts, *, statistics: dict | N
     ts = checked_times(ts, rtol, atol, dtype)
     check_coefficients(optimizer, ts)
     rtol, atol = default_tolerances(rtol, atol, dtype)
+    finite_d = _resolve_finite_d(problem, finite_d)
     return _solve(problem, optimizer, ts, jnp.asarray(optimizer.batch, dtype), statistics,
-                  rtol, atol, stepsize_controller, adjoint, int(max_steps), float(blowup))
+                  rtol, atol, stepsize_controller, adjoint, int(max_steps), float(blowup),
+                  finite_d)
 
 
 @eqx.filter_jit
 def _solve(problem, optimizer, ts, batch, statistics, rtol, atol, stepsize_controller, adjoint,
-           max_steps, blowup):
+           max_steps, blowup, finite_d=False):
     coeffs = jnp.stack([jax.vmap(s)(ts).astype(ts.dtype) for s in optimizer.coefficients()])
     ts = eqx.error_if(ts, jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0),
                       "ts must be non-negative and non-decreasing")
@@ -196,7 +211,7 @@ def _solve(problem, optimizer, ts, batch, statistics, rtol, atol, stepsize_contr
                       "the momentum coefficients gamma1, gamma2, gamma3, delta must be finite "
                       "and >= 0 at every output time")
     batch = eqx.error_if(batch, ~(batch >= 1), "batch must be >= 1")
-    dyn, F0, C0 = MomentumModes.from_momentum(problem, optimizer, batch)
+    dyn, F0, C0 = MomentumModes.from_momentum(problem, optimizer, batch, finite_d)
     y0 = initial_state(dyn, F0, C0, jnp.zeros((0,), F0.dtype))
     stepsize_controller = output_controller(stepsize_controller, ts, rtol, atol)
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
@@ -246,7 +261,7 @@ def heavy_ball_ode(problem: Problem, optimizer: HeavyBall, ts, *, limit: bool = 
                    atol: float | None = None,
                    stepsize_controller: diffrax.AbstractStepSizeController | None = None,
                    adjoint: diffrax.AbstractAdjoint | None = None, max_steps: int = 200_000,
-                   blowup: float = 1e6) -> Solution:
+                   blowup: float = 1e6, finite_d: bool | None = None) -> Solution:
     r"""Streaming heavy ball's deterministic equivalent: the cell [`Problem`][] ×
     [`HeavyBall`][] of [`hsgd.ode`][] (SPEC §9). The optimizer's schedule is $\gamma(t)$ of
     $t = k/d$ (step $\gamma/d$, as SGD's), `momentum` $\Delta_{\rm hb}$, `batch` $\beta$.
@@ -266,6 +281,9 @@ def heavy_ball_ode(problem: Problem, optimizer: HeavyBall, ts, *, limit: bool = 
                    max_steps=max_steps, blowup=blowup)
     family = heavy_ball_family(problem, optimizer, limit)
     if limit:
+        if finite_d:
+            raise ValueError("limit=True is the d -> infinity form (SGD at gamma/(1 - momentum)):"
+                             " it has no finite-d terms; drop finite_d=True or limit=True")
         return sgd_ode(problem, family, ts, solver=StructuredKvaerno5(), finite_d=False,
                        **options)
-    return ode(problem, family, ts, **options)
+    return ode(problem, family, ts, finite_d=finite_d, **options)

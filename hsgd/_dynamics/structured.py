@@ -67,7 +67,13 @@ class ModeSystem(NamedTuple):
     the $C$ block's $A_j$ — $F_j' = \tilde A_jF_j + F_j\tilde A_j^\top + \dots$ with
     $\tilde A_j$ = `A_free`, $C_j' = A_jC_j + \dots$ unchanged. E.g. the finite-$d$
     self-interaction of least squares (SPEC §8), $F_j' \mathrel{+}= r_jF_j$, is
-    $\tilde A_j = A_j + \tfrac{r_j}2 I$. `None`: $\tilde A_j = A_j$."""
+    $\tilde A_j = A_j + \tfrac{r_j}2 I$. `None`: $\tilde A_j = A_j$.
+
+    `F_self` $(r, n, n, J)$, optional: matrices $R_{ij}$ of a self-interaction of the free
+    block that is not of that form, $F_j' \mathrel{+}= \sum_iR_{ij}F_jR_{ij}^\top$ (the
+    multiplicative noise of a linear recursion: e.g. momentum on least squares at finite $d$,
+    SPEC §9, where $R_1 = A_j/\sqrt d$). The stage solves stay exact (a per-mode linear solve
+    on the symmetric block). `None`: no such term."""
 
     A: Float[Array, "n n J"]
     A_target: Float[Array, "n ms J"]
@@ -75,6 +81,7 @@ class ModeSystem(NamedTuple):
     forcing: Float[Array, "n n J"]
     aux_rate: Float[Array, " k"]
     A_free: Float[Array, "n n J"] | None = None
+    F_self: Float[Array, "r n n J"] | None = None
 
     @property
     def generator_free(self):
@@ -184,12 +191,23 @@ def _mm(X, Y):
     return jnp.sum(X[:, :, None, :] * Y[None, :, :, :], axis=1)
 
 
+def _self_term(R, F):
+    r"""$\sum_iR_iFR_i^\top$ per mode for `R` $(r, n, n, J)$."""
+    out = 0.0
+    for i in range(R.shape[0]):
+        out = out + _mm(_mm(R[i], F), _mT(R[i]))
+    return out
+
+
 def _apply(sys: ModeSystem, F, C):
     """The explicit drift of the blocks $(F, C)$."""
     kC = _mm(sys.A, C) + _mm(sys.A_target, sys.target)
     AF = _mm(sys.generator_free, F)
     AtC = _mm(sys.A_target, _mT(C))
-    return AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing, kC
+    kF = AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing
+    if sys.F_self is not None:
+        kF = kF + _self_term(sys.F_self, F)
+    return kF, kC
 
 
 def _per_mode_solve(M, rhs):
@@ -242,6 +260,47 @@ def _solve_sylvester(A, c, rhs):
     return x.reshape(rhs.shape)
 
 
+def _solve_sylvester_self(A, R, c, rhs):
+    r"""$X$ with $X - c(AX + XA^\top + \sum_iR_iXR_i^\top) = \mathrm{rhs}$ per mode, `R`
+    $(r, n, n, J)$. For $n = 2$ (symmetric right-hand side) a $3\times3$ solve on
+    $(x_{11}, x_{12}, x_{22})$ by Cramer's rule, elementwise over the modes."""
+    n = A.shape[0]
+    if n == 1:
+        return rhs * (1.0 / (1.0 - c * (2.0 * A + jnp.sum(R[:, 0, 0] ** 2, axis=0))))
+    if n == 2:
+        a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
+        # Columns: L applied to E11, E12 + E21, E22, as (11, 12, 22) entries.
+        L = [[2 * a11, 2 * a12, 0.0 * a11],
+             [a21, a11 + a22, a12],
+             [0.0 * a11, 2 * a21, 2 * a22]]
+        for i in range(R.shape[0]):
+            r11, r12, r21, r22 = R[i, 0, 0], R[i, 0, 1], R[i, 1, 0], R[i, 1, 1]
+            extra = [[r11 * r11, 2 * r11 * r12, r12 * r12],
+                     [r11 * r21, r11 * r22 + r12 * r21, r12 * r22],
+                     [r21 * r21, 2 * r21 * r22, r22 * r22]]
+            L = [[L[a][b] + extra[a][b] for b in range(3)] for a in range(3)]
+        M = [[(1.0 if a == b else 0.0) - c * L[a][b] for b in range(3)] for a in range(3)]
+        r = [rhs[0, 0], 0.5 * (rhs[0, 1] + rhs[1, 0]), rhs[1, 1]]
+
+        def det3(m):
+            return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+                    - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                    + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+
+        inv = 1.0 / det3(M)
+        x = [det3([[r[a] if b == col else M[a][b] for b in range(3)] for a in range(3)]) * inv
+             for col in range(3)]
+        return jnp.stack([jnp.stack([x[0], x[1]]), jnp.stack([x[1], x[2]])])
+    eye = jnp.eye(n, dtype=rhs.dtype)
+    K = ((eye[:, None, :, None] * eye[None, :, None, :])[..., None]
+         - c * (A[:, None, :, None, :] * eye[None, :, None, :, None]
+                + eye[:, None, :, None, None] * A[None, :, None, :, :]
+                + jnp.sum(R[:, :, None, :, None, :] * R[:, None, :, None, :, :], axis=0)))
+    K = K.reshape(n * n, n * n, -1)
+    x = _per_mode_solve(K, rhs.reshape(n * n, 1, -1))
+    return x.reshape(rhs.shape)
+
+
 def _stage(sys: ModeSystem, c, F_base, C_base):
     r"""The stage derivatives $k$ with $k = f(\zeta + c\,k)$ for the frozen system: exact per
     mode (the system is block triangular: $C$ first, then the Sylvester equation for $F$)."""
@@ -257,7 +316,10 @@ def _stage_F(sys: ModeSystem, c, F_base, zC):
     A = sys.generator_free
     AF = _mm(A, F_base)
     AtC = _mm(sys.A_target, _mT(zC))
-    return _solve_sylvester(A, c, AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing)
+    rhs = AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing
+    if sys.F_self is not None:
+        return _solve_sylvester_self(A, sys.F_self, c, rhs + _self_term(sys.F_self, F_base))
+    return _solve_sylvester(A, c, rhs)
 
 
 # Kværnø's ESDIRK 5(4) tableau (diffrax.Kvaerno5) as Python floats (weakly typed: they keep a

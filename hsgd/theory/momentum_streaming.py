@@ -9,10 +9,12 @@ $\gamma_2 = \gamma/d$, $\gamma_3 = \gamma\Delta_{\rm hb}/d$) has $\Gamma_{\rm ef
 \gamma/(1 - \Delta_{\rm hb})$.
 
 **Stability** (least squares, constant scaled coefficients, derived here from SPEC §9's three
-scalars). Each mode's drift matrix $\begin{pmatrix}-\bar\gamma_2\lambda & -\bar\gamma_3\\
+scalars). Each mode's drift matrix $A = \begin{pmatrix}-\bar\gamma_2\lambda & -\bar\gamma_3\\
 \bar\gamma_1\lambda & -\delta\end{pmatrix}$ is stable for non-negative coefficients with
 $\bar\gamma_2\lambda + \delta > 0$ and $\bar\gamma_2\lambda\delta + \bar\gamma_1\bar\gamma_3
-\lambda > 0$. The noise $2h/\beta$ feeds back through $2h = \sum_j\omega_j\lambda_jP_j +
+\lambda > 0$; at finite $d$ the three scalars' generator gains $(AVA^\top +
+(\lambda^2/\beta)P\,cc^\top)/d$ (the exact recursion's, SPEC §9) and the test is Routh–Hurwitz
+on that $3\times3$ generator. The noise $2h/\beta$ feeds back through $2h = \sum_j\omega_j\lambda_jP_j +
 \sigma^2$; with $p_j$ the stationary $P_j$ of the three scalars for a unit forcing
 ($2h/\beta = 1$), the risk stays bounded iff
 
@@ -67,44 +69,74 @@ def effective_stepsize(gamma1, gamma2, gamma3, delta):
     return jnp.asarray(gamma2) + jnp.asarray(gamma1) * jnp.asarray(gamma3) / jnp.asarray(delta)
 
 
-def _unit_response(lam, g1, g2, g3, dl):
-    r"""The stationary $P$ of SPEC §9's three scalars for a unit forcing $2h/\beta = 1$, per
-    mode (a 3x3 linear solve each; `lam` any shape)."""
+def _generator(lam, g1, g2, g3, dl, batch, inv_d):
+    r"""The per-mode linear generator $M$ ($3\times3$, on $(P, C, Q)$) of SPEC §9's three
+    scalars at fixed $2h$, with least squares' finite-$d$ terms $(AVA^\top +
+    (\lambda^2/\beta)P\,cc^\top)/d$ when `inv_d` $= 1/d > 0$, and the unit forcing $f$
+    ($2h/\beta = 1$): $(P, C, Q)' = M(P, C, Q) + f$. Leading axes: those of `lam`."""
     lam = jnp.asarray(lam)
     zero = jnp.zeros_like(lam)
+    a, b, e, g = -g2 * lam, -g3 + zero, g1 * lam, -dl + zero
+    m = lam**2 / batch  # the multiplicative noise's weight on P
     M = jnp.stack([
-        jnp.stack([-2 * g2 * lam, -2 * g3 + zero, zero], -1),
-        jnp.stack([g1 * lam, -(g2 * lam + dl), -g3 + zero], -1),
-        jnp.stack([zero, 2 * g1 * lam, -2 * dl + zero], -1)], -2)
-    rhs = -jnp.stack([g2**2 * lam, -g1 * g2 * lam, g1**2 * lam], -1)
-    return jnp.linalg.solve(M, rhs[..., None])[..., 0, 0]
+        jnp.stack([2 * a + inv_d * (a * a + g2**2 * m), 2 * b + inv_d * 2 * a * b,
+                   inv_d * b * b + zero], -1),
+        jnp.stack([e + inv_d * (a * e - g1 * g2 * m), a + g + inv_d * (a * g + b * e),
+                   b + inv_d * b * g], -1),
+        jnp.stack([inv_d * (e * e + g1**2 * m), 2 * e + inv_d * 2 * e * g,
+                   2 * g + inv_d * g * g], -1)], -2)
+    f = jnp.stack([g2**2 * lam, -g1 * g2 * lam, g1**2 * lam], -1)
+    return M, f
 
 
-def streaming_momentum_kappa(spectrum, gamma1, gamma2, gamma3, delta, batch=1):
+def _inv_d(d):
+    return 0.0 if d is None else 1.0 / jnp.asarray(d)
+
+
+def _unit_response(lam, g1, g2, g3, dl, batch=1, inv_d=0.0):
+    r"""The stationary $P$ of SPEC §9's three scalars for a unit forcing $2h/\beta = 1$, per
+    mode (a 3x3 linear solve each; `lam` any shape)."""
+    M, f = _generator(lam, g1, g2, g3, dl, batch, inv_d)
+    return jnp.linalg.solve(M, -f[..., None])[..., 0, 0]
+
+
+def streaming_momentum_kappa(spectrum, gamma1, gamma2, gamma3, delta, batch=1, d=None):
     r"""$\kappa = \frac1\beta\sum_j\omega_j\lambda_jp_j$ (module docstring) for constant scaled
     coefficients on a [`Spectrum`][] (least squares): the family is mean-square stable iff
-    $\kappa < 1$, and then the risk floor is $h_\infty = \sigma^2/(2(1-\kappa))$. Traceable in
-    the coefficients."""
+    every mode's generator is stable and $\kappa < 1$, and then the risk floor is
+    $h_\infty = \sigma^2/(2(1-\kappa))$. `d`: include least squares' exact finite-$d$ terms
+    (the $p_j$ of the exact recursion's fixed point, SPEC §9); `None`: the $d\to\infty$ form.
+    Traceable in the coefficients."""
     lam = spectrum.eigenvalues
     w = spectrum.weights
-    p = _unit_response(lam, gamma1, gamma2, gamma3, delta)
+    p = _unit_response(lam, gamma1, gamma2, gamma3, delta, batch, _inv_d(d))
     return jnp.sum(w * lam * p) / batch
 
 
-def streaming_momentum_stable(spectrum, gamma1, gamma2, gamma3, delta, batch=1):
+def streaming_momentum_stable(spectrum, gamma1, gamma2, gamma3, delta, batch=1, d=None):
     r"""Whether the linear family with these constant scaled coefficients is mean-square
-    stable on least squares: every mode's drift is stable and $\kappa < 1$
-    ([`streaming_momentum_kappa`][hsgd.theory.streaming_momentum_kappa])."""
-    lam = spectrum.eigenvalues
-    drift_ok = jnp.all((gamma2 * lam + delta > 0) & (gamma2 * lam * delta + gamma1 * gamma3 * lam
-                                                     > 0))
-    return drift_ok & (streaming_momentum_kappa(spectrum, gamma1, gamma2, gamma3, delta, batch) < 1)
+    stable on least squares: every mode's $3\times3$ generator $M_j$ of $(P, C, Q)$ is
+    Hurwitz (Routh–Hurwitz on its characteristic polynomial $s^3 + c_2s^2 + c_1s + c_0$:
+    $c_2 > 0$, $c_0 > 0$, $c_2c_1 > c_0$) and $\kappa < 1$
+    ([`streaming_momentum_kappa`][hsgd.theory.streaming_momentum_kappa]). `d`: at finite $d$
+    (the exact recursion's region), else the $d\to\infty$ form."""
+    M, _ = _generator(spectrum.eigenvalues, gamma1, gamma2, gamma3, delta, batch, _inv_d(d))
+    c2 = -jnp.trace(M, axis1=-2, axis2=-1)
+    c1 = (M[..., 0, 0] * M[..., 1, 1] - M[..., 0, 1] * M[..., 1, 0]
+          + M[..., 0, 0] * M[..., 2, 2] - M[..., 0, 2] * M[..., 2, 0]
+          + M[..., 1, 1] * M[..., 2, 2] - M[..., 1, 2] * M[..., 2, 1])
+    c0 = -jnp.linalg.det(M)
+    drift_ok = jnp.all((c2 > 0) & (c0 > 0) & (c2 * c1 > c0))
+    kappa = streaming_momentum_kappa(spectrum, gamma1, gamma2, gamma3, delta, batch, d)
+    return drift_ok & (kappa < 1)
 
 
-def streaming_momentum_limit_risk(spectrum, noise_std, gamma1, gamma2, gamma3, delta, batch=1):
+def streaming_momentum_limit_risk(spectrum, noise_std, gamma1, gamma2, gamma3, delta, batch=1,
+                                  d=None):
     r"""$h_\infty = \sigma^2/(2(1-\kappa))$: the long-time risk of least squares under the family
-    with constant coefficients (inf when unstable)."""
-    kappa = streaming_momentum_kappa(spectrum, gamma1, gamma2, gamma3, delta, batch)
+    with constant coefficients (inf when $\kappa\ge1$); `d` as for
+    [`streaming_momentum_kappa`][hsgd.theory.streaming_momentum_kappa]."""
+    kappa = streaming_momentum_kappa(spectrum, gamma1, gamma2, gamma3, delta, batch, d)
     return jnp.where(kappa < 1, 0.5 * jnp.asarray(noise_std)**2 / (1 - kappa), jnp.inf)
 
 
