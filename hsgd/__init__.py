@@ -90,6 +90,7 @@ from ._schedule import (
     StepDecay as StepDecay,
     TunableConstant as TunableConstant,
     TunableKnots as TunableKnots,
+    TunableModulated as TunableModulated,
     TunableSoftplus as TunableSoftplus,
     TunableWarmupDecay as TunableWarmupDecay,
     WarmupDecay as WarmupDecay,

@@ -12,6 +12,7 @@ unless stated; fixed seeds, so every check is deterministic.
 import math
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -384,10 +385,12 @@ def test_dana_decaying_least_squares_matches_runs():
     # risk sits on its floor from t ~ 0.5 on), DANA-decaying with the per-iteration
     # settings: ODE vs the mean of 16 runs within 2% or 4 SE at log-spaced times (the issue's
     # criterion), and momentum changes the curve (SGD at the same gamma2 is 9x higher at
-    # T = 20). Measured: max rel 5.3% at 0.75 SE (SE/mean up to 7%: the top modes, gamma_2
-    # lambda_1 = 0.15 per iteration, do not concentrate), max |z| 1.4; the ODE is 2-5% below
-    # the runs at most times, the size of the finite-d self-interaction SGD's exact form adds
-    # on this problem (2-4%), which the momentum ODE does not have (d -> infinity form).
+    # T = 20). The ODE is the exact finite-d form (the default for least squares with a known
+    # d). Measured: max rel 11.7% at 1.9 SE (SE/mean up to 7%: the top modes, gamma_2
+    # lambda_1 = 0.15 per iteration, do not concentrate). With 64 runs (benchmark-sized, not
+    # run here): the finite-d ODE within -2.5%..+2.5% of the mean at every time, signs mixed
+    # (SE 1.4-3.9%), while the d -> infinity form (finite_d=False) is below at every time,
+    # by 0.9-7% (the finite-d self-interaction it lacks).
     d, alpha, beta_t = 1500, 0.75, 0.5
     prob = _power_law_problem(d, alpha, beta_t, loss=hsgd.LeastSquares(0.0))
     opt = hsgd.DANADecaying(alpha=alpha, target_exponent=beta_t)
@@ -476,3 +479,50 @@ def test_tune_optimises_the_coefficients_jointly():
     print("tune: start", hist[0], "best", hist.min(), res.optimizer)
     assert isinstance(res.optimizer, LinearMomentum)
     assert hist.min() < 0.98 * hist[0]
+
+
+@pytest.mark.slow
+def test_tune_schedules_jointly_from_dana_decaying():
+    # gamma2(t), gamma3(t) and delta(t) tuned together by gradient through the ODE, from
+    # DANA-decaying's own curves (family="modulated", coefficients=: each curve times a
+    # factor on knots, started at 1), at a fixed budget T = 10 (k = 10 d samples). Checks:
+    # (i) tuning starts from DANA-decaying exactly (its ODE, to the solver's rounding: same
+    # solve); (ii) the gradient w.r.t. delta's knot factors matches central differences
+    # (rtol 1e-11 solves, step 1e-4: error ~1e-6 relative, as in the coefficient test above);
+    # (iii) it improves the final risk; (iv) the tuned optimizer's ODE is res.risk; (v) the
+    # SGD check: 32 runs of the tuned recursion (its own schedules) within 5% or 4 SE of the
+    # prediction (the finite-d ODE matched DANA-decaying's runs to 2.5% at d = 1500 above).
+    d, alpha, beta_t = 300, 0.75, 0.5
+    prob = _power_law_problem(d, alpha, beta_t, loss=hsgd.LeastSquares(0.0))
+    dana = hsgd.DANADecaying(alpha=alpha, target_exponent=beta_t)
+    T = 10.0
+    res = hsgd.tune(prob, "modulated", T, optimizer=dana, coefficients=("gamma3", "delta"),
+                    num_knots=4, num_steps=12, learning_rate=0.2, num_times=9)
+    start = hsgd.ode(prob, dana, res.ts).risk
+    hist = np.asarray(res.loss_history)
+    print("start", hist[0], float(start[-1]), "best", hist.min())
+    assert hist[0] == pytest.approx(float(start[-1]), rel=1e-9)
+    assert hist.min() < 0.9 * hist[0]
+    assert set(res.coefficients) == {"gamma3", "delta"}
+    tuned = hsgd.ode(prob, res.optimizer, res.ts).risk
+    np.testing.assert_allclose(np.asarray(tuned), np.asarray(res.risk), rtol=1e-9)
+
+    base = dana.linear(prob)
+    delta0 = res.coefficients["delta"]
+
+    def risk(log_factors):
+        opt = base.replace(delta=eqx.tree_at(lambda s: s.log_factors, delta0, log_factors))
+        return hsgd.ode(prob, opt, jnp.asarray([T]), rtol=1e-11).risk[-1]
+
+    theta = jnp.asarray(delta0.log_factors)
+    grad = np.asarray(jax.grad(risk)(theta))
+    for i in (0, len(theta) - 1):
+        h = 1e-4
+        fd = (float(risk(theta.at[i].add(h))) - float(risk(theta.at[i].add(-h)))) / (2 * h)
+        print("d risk / d log factor", i, grad[i], fd)
+        assert grad[i] == pytest.approx(fd, rel=1e-5, abs=1e-14)
+
+    runs = hsgd.simulate(prob, res.optimizer, res.ts, jax.random.PRNGKey(8), num_runs=32)
+    rel, z = _compare(res.risk, runs, "tuned DANA d=300")
+    assert np.all((rel <= 0.05) | (z <= 4.0)), (rel, z)
+

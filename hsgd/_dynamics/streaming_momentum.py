@@ -131,7 +131,9 @@ class MomentumModes(SGDModes):
                 [jnp.stack([-g2 + zero, zero]), jnp.stack([g1 + zero, zero])])
             F_self = jnp.stack([root * A, R2])
         return ModeSystem(A=A, A_target=A_target, target=self.target, forcing=forcing,
-                          aux_rate=jnp.zeros((0,), dtype), F_self=F_self)
+                          aux_rate=jnp.zeros((0,), dtype), F_self=F_self,
+                          **self._factored_forcing(mom.I, cc,
+                                                   lam / (self.batch * self.scale)))
 
     def error_floor(self):
         base = super().error_floor()

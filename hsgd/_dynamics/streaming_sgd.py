@@ -298,10 +298,23 @@ class SGDModes(AbstractModeDynamics):
         if self.inv_d is not None:  # SPEC §8: F' += (1 + 1/beta) g^2 lam^2 / d F
             self_rate = (1 + 1 / self.batch) * g**2 * self.inv_d * self.lam**2
             A_free = A + 0.5 * jnp.eye(m, dtype=dtype)[:, :, None] * self_rate
+        noise = (g**2 / self.batch) * self.lam / self.scale
         return ModeSystem(A=A, A_target=Jt[:, :, None] * rate,
-                          target=self.target,
-                          forcing=mom.I[:, :, None] * ((g**2 / self.batch) * self.lam / self.scale),
-                          aux_rate=aux_rate, A_free=A_free)
+                          target=self.target, forcing=mom.I[:, :, None] * noise,
+                          aux_rate=aux_rate, A_free=A_free,
+                          **self._factored_forcing(mom.I, jnp.eye(m, dtype=dtype), noise))
+
+    def _factored_forcing(self, cov, outer, noise):
+        r"""For least squares (`forcing_only`), the forcing
+        $N_j = (\mathrm{outer}\otimes I)\,\mathrm{noise}_j$ factored as
+        $\sum_{ab}I_{ab}\,(\mathrm{outer}\otimes E_{ab})\,\mathrm{noise}_j$ (`ModeSystem`): only
+        the residual covariance $I$ (`cov`) depends on the summary."""
+        if not self.forcing_only:
+            return {}
+        m = cov.shape[0]
+        units = jnp.eye(m * m, dtype=cov.dtype).reshape(m * m, m, m)
+        basis = jnp.stack([jnp.kron(outer, e) for e in units])
+        return dict(forcing_coef=cov.ravel(), forcing_basis=basis[..., None] * noise)
 
     def error_weights(self):
         # B's weights (so the risk) and the distance's (in error coordinates), each normalised

@@ -73,7 +73,16 @@ class ModeSystem(NamedTuple):
     block that is not of that form, $F_j' \mathrel{+}= \sum_iR_{ij}F_jR_{ij}^\top$ (the
     multiplicative noise of a linear recursion: e.g. momentum on least squares at finite $d$,
     SPEC §9, where $R_1 = A_j/\sqrt d$). The stage solves stay exact (a per-mode linear solve
-    on the symmetric block). `None`: no such term."""
+    on the symmetric block). `None`: no such term.
+
+    `forcing_coef` $(p,)$ and `forcing_basis` $(p, n, n, J)$, optional: the forcing factored
+    as $N_j = \sum_p\varphi_p\,\hat N_{pj}$ (they must then agree with `forcing`), where
+    only the few scalars $\varphi_p$ depend on the summary — e.g. least squares, whose noise
+    is $I(B)$ (the $m\times m$ residual covariance) times a fixed per-mode matrix. For
+    [`forcing_only`][hsgd._dynamics.structured.AbstractModeDynamics.forcing_only] dynamics the
+    solver then solves each stage's per-mode blocks once per basis element and finds the
+    summary from an equation in its few unknowns alone (see [`StructuredKvaerno5`][]).
+    `None`: the forcing is differentiated along the summary instead."""
 
     A: Float[Array, "n n J"]
     A_target: Float[Array, "n ms J"]
@@ -82,6 +91,8 @@ class ModeSystem(NamedTuple):
     aux_rate: Float[Array, " k"]
     A_free: Float[Array, "n n J"] | None = None
     F_self: Float[Array, "r n n J"] | None = None
+    forcing_coef: Float[Array, " p"] | None = None
+    forcing_basis: Float[Array, "p n n J"] | None = None
 
     @property
     def generator_free(self):
@@ -233,72 +244,75 @@ def _solve_left(A, c, rhs):
     return _per_mode_solve(eye - c * A, rhs)
 
 
-def _solve_sylvester(A, c, rhs):
-    r"""$X$ with $X - c(AX + XA^\top) = \mathrm{rhs}$ per mode. For $n = 2$ the right-hand side
-    must be symmetric (it always is in the stage solves: $AF + FA^\top + \dots + N$ with $F$, $N$
-    symmetric), and the three unknowns $x_{11}, x_{12}, x_{22}$ are eliminated in closed form."""
+def _free_inverse(A, R, c):
+    r"""The inverse of the stage operator of the free block,
+    $X\mapsto X - c\,(AX + XA^\top + \sum_iR_iXR_i^\top)$ per mode (`R` $(r, n, n, J)$ or
+    `None`), as a function of the right-hand side: factored once, applied to as many right-hand
+    sides as the stage needs. For $n = 2$ the right-hand side must be symmetric (it always is in
+    the stage solves: $AF + FA^\top + \dots + N$ with $F$, $N$ symmetric) and the three unknowns
+    $x_{11}, x_{12}, x_{22}$ are eliminated in closed form, elementwise over the modes."""
     n = A.shape[0]
     if n == 1:
-        return rhs * (1.0 / (1.0 - 2.0 * c * A))
-    if n == 2:
+        rate = 2.0 * A[0, 0] if R is None else 2.0 * A[0, 0] + jnp.sum(R[:, 0, 0] ** 2, axis=0)
+        inv = 1.0 / (1.0 - c * rate)
+        return lambda rhs: rhs * inv
+    if n == 2 and R is None:
         # x11 = (r11 + 2c A12 x12)/a, x22 = (r22 + 2c A21 x12)/b, then the (1, 2) equation.
         a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
         ia, ib = 1.0 / (1.0 - 2.0 * c * a11), 1.0 / (1.0 - 2.0 * c * a22)
-        r11, r12, r22 = rhs[0, 0], 0.5 * (rhs[0, 1] + rhs[1, 0]), rhs[1, 1]
-        x12 = ((r12 + c * a21 * r11 * ia + c * a12 * r22 * ib)
-               / (1.0 - c * (a11 + a22) - 2.0 * c**2 * a12 * a21 * (ia + ib)))
-        x11 = (r11 + 2.0 * c * a12 * x12) * ia
-        x22 = (r22 + 2.0 * c * a21 * x12) * ib
-        return jnp.stack([jnp.stack([x11, x12]), jnp.stack([x12, x22])])
-    eye = jnp.eye(n, dtype=rhs.dtype)
-    # vec (row-major): (A X)_{ab} = sum_k A_ak X_kb, (X A^T)_{ab} = sum_k A_bk X_ak.
-    K = ((eye[:, None, :, None] * eye[None, :, None, :])[..., None]
-         - c * (A[:, None, :, None, :] * eye[None, :, None, :, None]
-                + eye[:, None, :, None, None] * A[None, :, None, :, :]))
-    K = K.reshape(n * n, n * n, -1)
-    x = _per_mode_solve(K, rhs.reshape(n * n, 1, -1))
-    return x.reshape(rhs.shape)
+        pa, pb = c * a21 * ia, c * a12 * ib
+        den = 1.0 / (1.0 - c * (a11 + a22) - 2.0 * c**2 * a12 * a21 * (ia + ib))
+        qa, qb = 2.0 * c * a12 * ia, 2.0 * c * a21 * ib
 
+        def apply(rhs):
+            r11, r12, r22 = rhs[0, 0], 0.5 * (rhs[0, 1] + rhs[1, 0]), rhs[1, 1]
+            x12 = (r12 + pa * r11 + pb * r22) * den
+            return _symmetric2(r11 * ia + qa * x12, x12, r22 * ib + qb * x12)
 
-def _solve_sylvester_self(A, R, c, rhs):
-    r"""$X$ with $X - c(AX + XA^\top + \sum_iR_iXR_i^\top) = \mathrm{rhs}$ per mode, `R`
-    $(r, n, n, J)$. For $n = 2$ (symmetric right-hand side) a $3\times3$ solve on
-    $(x_{11}, x_{12}, x_{22})$ by Cramer's rule, elementwise over the modes."""
-    n = A.shape[0]
-    if n == 1:
-        return rhs * (1.0 / (1.0 - c * (2.0 * A + jnp.sum(R[:, 0, 0] ** 2, axis=0))))
+        return apply
     if n == 2:
         a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
-        # Columns: L applied to E11, E12 + E21, E22, as (11, 12, 22) entries.
-        L = [[2 * a11, 2 * a12, 0.0 * a11],
+        # The operator on (x11, x12, x22); columns: applied to E11, E12 + E21, E22.
+        L = [[2 * a11, 2 * a12, None],
              [a21, a11 + a22, a12],
-             [0.0 * a11, 2 * a21, 2 * a22]]
+             [None, 2 * a21, 2 * a22]]
         for i in range(R.shape[0]):
             r11, r12, r21, r22 = R[i, 0, 0], R[i, 0, 1], R[i, 1, 0], R[i, 1, 1]
             extra = [[r11 * r11, 2 * r11 * r12, r12 * r12],
                      [r11 * r21, r11 * r22 + r12 * r21, r12 * r22],
                      [r21 * r21, 2 * r21 * r22, r22 * r22]]
-            L = [[L[a][b] + extra[a][b] for b in range(3)] for a in range(3)]
-        M = [[(1.0 if a == b else 0.0) - c * L[a][b] for b in range(3)] for a in range(3)]
-        r = [rhs[0, 0], 0.5 * (rhs[0, 1] + rhs[1, 0]), rhs[1, 1]]
+            L = [[extra[a][b] if L[a][b] is None else L[a][b] + extra[a][b] for b in range(3)]
+                 for a in range(3)]
+        M = [[(1.0 if a == b else 0.0) - c * (0.0 if L[a][b] is None else L[a][b])
+              for b in range(3)] for a in range(3)]
+        # The inverse by its adjugate (cofactors once per mode, then three dot products per
+        # right-hand side).
+        cof = [[(M[(b + 1) % 3][(a + 1) % 3] * M[(b + 2) % 3][(a + 2) % 3]
+                 - M[(b + 1) % 3][(a + 2) % 3] * M[(b + 2) % 3][(a + 1) % 3])
+                for b in range(3)] for a in range(3)]  # cof[a][b] = adj(M)[a][b]
+        inv_det = 1.0 / (M[0][0] * cof[0][0] + M[0][1] * cof[1][0] + M[0][2] * cof[2][0])
+        inv = [[cof[a][b] * inv_det for b in range(3)] for a in range(3)]
 
-        def det3(m):
-            return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-                    - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-                    + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+        def apply(rhs):
+            r = (rhs[0, 0], 0.5 * (rhs[0, 1] + rhs[1, 0]), rhs[1, 1])
+            x = [inv[a][0] * r[0] + inv[a][1] * r[1] + inv[a][2] * r[2] for a in range(3)]
+            return _symmetric2(*x)
 
-        inv = 1.0 / det3(M)
-        x = [det3([[r[a] if b == col else M[a][b] for b in range(3)] for a in range(3)]) * inv
-             for col in range(3)]
-        return jnp.stack([jnp.stack([x[0], x[1]]), jnp.stack([x[1], x[2]])])
-    eye = jnp.eye(n, dtype=rhs.dtype)
-    K = ((eye[:, None, :, None] * eye[None, :, None, :])[..., None]
-         - c * (A[:, None, :, None, :] * eye[None, :, None, :, None]
-                + eye[:, None, :, None, None] * A[None, :, None, :, :]
-                + jnp.sum(R[:, :, None, :, None, :] * R[:, None, :, None, :, :], axis=0)))
+        return apply
+    eye = jnp.eye(n, dtype=A.dtype)
+    # vec (row-major): (A X)_{ab} = sum_k A_ak X_kb, (X A^T)_{ab} = sum_k A_bk X_ak.
+    K = (A[:, None, :, None, :] * eye[None, :, None, :, None]
+         + eye[:, None, :, None, None] * A[None, :, None, :, :])
+    if R is not None:
+        K = K + jnp.sum(R[:, :, None, :, None, :] * R[:, None, :, None, :, :], axis=0)
+    K = (eye[:, None, :, None] * eye[None, :, None, :])[..., None] - c * K
     K = K.reshape(n * n, n * n, -1)
-    x = _per_mode_solve(K, rhs.reshape(n * n, 1, -1))
-    return x.reshape(rhs.shape)
+    return lambda rhs: _per_mode_solve(K, rhs.reshape(n * n, 1, -1)).reshape(rhs.shape)
+
+
+def _symmetric2(x11, x12, x22):
+    """The per-mode symmetric $2\times2$ block from its three entries."""
+    return jnp.stack([jnp.stack([x11, x12]), jnp.stack([x12, x22])])
 
 
 def _stage(sys: ModeSystem, c, F_base, C_base):
@@ -313,13 +327,19 @@ def _stage_C(sys: ModeSystem, c, C_base):
 
 
 def _stage_F(sys: ModeSystem, c, F_base, zC):
-    A = sys.generator_free
-    AF = _mm(A, F_base)
+    return _free_inverse(sys.generator_free, sys.F_self, c)(
+        _free_rhs(sys, F_base, zC) + sys.forcing)
+
+
+def _free_rhs(sys: ModeSystem, F_base, zC):
+    r"""The free block's stage right-hand side without the forcing: the drift of $F$ at the
+    stage's base value, with the free–target block at its stage value `zC`."""
+    AF = _mm(sys.generator_free, F_base)
     AtC = _mm(sys.A_target, _mT(zC))
-    rhs = AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing
+    rhs = AF + _mT(AF) + AtC + _mT(AtC)
     if sys.F_self is not None:
-        return _solve_sylvester_self(A, sys.F_self, c, rhs + _self_term(sys.F_self, F_base))
-    return _solve_sylvester(A, c, rhs)
+        rhs = rhs + _self_term(sys.F_self, F_base)
+    return rhs
 
 
 # Kværnø's ESDIRK 5(4) tableau (diffrax.Kvaerno5) as Python floats (weakly typed: they keep a
@@ -451,9 +471,62 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
             dk, ds_k = steer((dk, ds_k))
             return k, dk, s_k, ds_k
 
+        def solve_stage_factored(ti, base, s_base, x, sys):
+            """The stage of forcing-only dynamics with a factored forcing (`ModeSystem`): the
+            per-mode blocks are affine in the forcing's coefficients phi, k_F = K_0 +
+            sum_p phi_p K_p (one pass over the modes solves K_0 and every K_p with one
+            factorisation), so the stage's summary solves x = s_base + c (s(K_0, k_C) +
+            sum_p phi_p(x) s(K_p)) — Newton in its few unknowns, no pass over the modes."""
+            kC = _stage_C(sys, c, base["C"])
+            inverse = _free_inverse(sys.generator_free, sys.F_self, c)
+            K0 = inverse(_free_rhs(sys, base["F"], base["C"] + c * kC))
+            Kp = [inverse(b) for b in sys.forcing_basis]
+            s0 = dyn.summary_linear(K0, kC)
+            zero_C = jnp.zeros_like(kC)
+            sp = jnp.stack([dyn.summary_linear(K, zero_C) for K in Kp])  # (p, nu)
+            aux = base["aux"] + c * sys.aux_rate
+
+            def coef(x_):
+                return dyn.system(ti, x_[:nu], x_[nu:]).forcing_coef
+
+            def stage_value(x_):
+                return jnp.concatenate([s_base + c * (s0 + coef(x_) @ sp), aux])
+
+            deltas = []
+            for _ in range(newton_steps):
+                jac = jnp.eye(x.shape[0], dtype=dtype) - jax.jacfwd(stage_value)(x)
+                delta = -_small_solve(jac, x - stage_value(x))
+                x = x + delta
+                deltas.append(jnp.max(jnp.abs(delta)))
+            phi = coef(x)
+            kF = K0
+            for p_, K in enumerate(Kp):
+                kF = kF + phi[p_] * K
+            k = dict(F=kF, C=kC, aux=sys.aux_rate)
+            return k, s0 + phi @ sp, _residual(deltas, x)
+
+        def _residual(deltas, x):
+            """The stage equation's relative residual left after the Newton corrections."""
+            scale = jnp.max(jnp.abs(x))
+            scale = jnp.where(scale > 0, scale, 1.0)
+            if dyn.affine and newton_steps == 1:
+                return jnp.zeros((), dtype)  # exact: the stage equation is affine
+            if newton_steps == 1:
+                return deltas[-1] / scale  # the size of the only correction (conservative)
+            # Contraction of the last two corrections: the remaining error is about
+            # theta |delta| / (1 - theta) (conservative for Newton's quadratic rate).
+            theta = deltas[-1] / jnp.where(deltas[-2] > 0, deltas[-2], 1.0)
+            theta = jnp.where(deltas[-2] > 0, theta, 0.0)
+            res = jnp.minimum(theta, 1.0) * deltas[-1] / (1.0 - jnp.minimum(theta, 0.9))
+            return res / scale
+
         def solve_stage(ti, base, s_base, x):
             """Newton on the stage's summary from the predictor `x`: the stage derivative, its
             summary and the relative residual left."""
+            if dyn.forcing_only:
+                sys = dyn.system(ti, x[:nu], x[nu:])
+                if sys.forcing_basis is not None:
+                    return solve_stage_factored(ti, base, s_base, x, sys)
             deltas = []
             for _ in range(newton_steps):
                 k, dk, s_k, ds_k = linearized(x, ti, base)
@@ -469,20 +542,7 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
                      for name in k}
                 s_k = s_k + _along(ds_k, delta)
                 deltas.append(jnp.max(jnp.abs(delta)))
-            scale = jnp.max(jnp.abs(x))
-            scale = jnp.where(scale > 0, scale, 1.0)
-            if dyn.affine and newton_steps == 1:
-                res = jnp.zeros((), dtype)  # exact: the stage equation is affine
-            elif newton_steps == 1:
-                res = deltas[-1] / scale  # the size of the only correction (conservative)
-            else:
-                # Contraction of the last two corrections: the remaining error is about
-                # theta |delta| / (1 - theta) (conservative for Newton's quadratic rate).
-                theta = deltas[-1] / jnp.where(deltas[-2] > 0, deltas[-2], 1.0)
-                theta = jnp.where(deltas[-2] > 0, theta, 0.0)
-                res = jnp.minimum(theta, 1.0) * deltas[-1] / (1.0 - jnp.minimum(theta, 0.9))
-                res = res / scale
-            return k, s_k, res
+            return k, s_k, _residual(deltas, x)
 
         names = ("F", "C", "aux")
         unroll = dyn.affine if self.unroll is None else self.unroll

@@ -1,8 +1,9 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import concrete, parameter
+from .base import AbstractSchedule, concrete, parameter
 from .tunable import AbstractTunableSchedule, inverse_softplus, knot_times
 
 
@@ -94,3 +95,54 @@ class TunableSoftplus(AbstractTunableSchedule):
 
     def __call__(self, t):
         return jax.nn.softplus(jnp.interp(t, self.times, self.raw_values))
+
+
+class TunableModulated(AbstractTunableSchedule):
+    r"""A given schedule times a tunable positive factor on knots (SPEC §4):
+
+    $$c(t) = c_0(t)\,\operatorname{interp}\big(t;\ (t_i, e^{\theta_i})\big),$$
+
+    the factor linear between the knots and constant outside $[t_1, t_n]$. Only the $\theta_i$
+    are tuned; the base $c_0$ keeps its shape (e.g. DANA-decaying's
+    $\bar\gamma_3(t)\propto(1 + dt)^{-1/(2\alpha)}$ or $\delta(t)\propto d/(1 + dt)$, whose
+    early decay a knot grid could not follow), so tuning starts from $c_0$ itself ($\theta = 0$)
+    and corrects it smoothly. What [`tune`][] makes of the optimizer's own schedules with
+    `family="modulated"` and `coefficients=`.
+
+    **Arguments:**
+
+    - `base`: the schedule $c_0$ (an [`AbstractSchedule`][]; its leaves are not tuned).
+    - `times`: knot times $t_1 < \dots < t_n$ ($n\ge2$); `TunableModulated.init(base, horizon)`
+      puts them on the log grid of the knot families.
+    - `factors`: initial factors $> 0$ at the knots (default 1: $c = c_0$).
+
+    Example: `TunableModulated(hsgd.Constant(0.5), [0.0, 1.0, 10.0])(3.0)` is `0.5`.
+    """
+
+    base: AbstractSchedule
+    times: jnp.ndarray
+    log_factors: jnp.ndarray
+    raw_fields = ("log_factors",)
+
+    def __init__(self, base, times, factors=None):
+        if not isinstance(base, AbstractSchedule):
+            raise TypeError(f"base must be an AbstractSchedule, got {type(base).__name__}")
+        self.base = base
+        self.times = parameter(times, "times")
+        if factors is None:
+            factors = np.ones(np.shape(self.times))
+        factors = parameter(factors, "factors", positive=True)
+        _check_knots(self.times, factors, "factors")
+        self.log_factors = jnp.log(factors).astype(self.times.dtype)
+
+    @classmethod
+    def init(cls, base, horizon, num_knots: int = 12, spacing: str = "log"):
+        """`base` times a factor 1 on a `"log"` or `"linear"` knot grid of $[0, T]$."""
+        return cls(base, knot_times(horizon, num_knots, spacing))
+
+    def trainable(self):
+        spec = jax.tree_util.tree_map(lambda _: False, self)
+        return eqx.tree_at(lambda s: s.log_factors, spec, replace=True)
+
+    def __call__(self, t):
+        return self.base(t) * jnp.interp(t, self.times, jnp.exp(self.log_factors))

@@ -56,7 +56,9 @@ class TuneResult(eqx.Module):
     - `optimizer`: the tuned optimizer — the predictor's template with the tuned schedule and
       hyperparameters in (`hsgd.ode(problem, res.optimizer, ts)` gives `risk` to the solver's
       tolerance);
-    - `objective`, `num_steps`, `wall_time` (seconds, compilation included), `predictor`.
+    - `objective`, `num_steps`, `wall_time` (seconds, compilation included), `predictor`;
+    - `coefficients`: dict name → tuned schedule of the optimizer's further coefficients
+      tuned jointly (`coefficients=` of [`tune`][]; empty when none were).
     """
 
     schedule: AbstractSchedule
@@ -72,5 +74,6 @@ class TuneResult(eqx.Module):
     wall_time: float = eqx.field(static=True)
     predictor: AbstractPredictor
     optimizer: AbstractOptimizer | None = None
+    coefficients: dict | None = None
 
 

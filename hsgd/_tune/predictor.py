@@ -25,6 +25,7 @@ from .._methods import simulate
 from .._optimizer import SGD, AbstractOptimizer, HeavyBall, as_optimizer
 from .._problem import FiniteProblem, Problem
 from .._registry import lookup
+from .._schedule import AbstractSchedule
 from .recipes import (
     SETTINGS,
     checkpoint_count as checkpoint_count,
@@ -86,6 +87,16 @@ def _dtype(problem):
 
 def _field_names(optimizer) -> list[str]:
     return [f.name for f in dataclasses.fields(optimizer) if f.name != "schedule"]
+
+
+def schedule_fields(optimizer) -> list[str]:
+    r"""The optimizer's fields that hold a schedule other than its `schedule` (e.g. the
+    momentum family's $\bar\gamma_1, \bar\gamma_3, \delta$): what [`tune`][] may tune jointly
+    as `coefficients`."""
+    own = getattr(optimizer, "schedule", None)
+    return [name for name in _field_names(optimizer)
+            if isinstance(getattr(optimizer, name), AbstractSchedule)
+            and getattr(optimizer, name) is not own]
 
 
 def _check_bounds(optimizer, declared: dict, given: dict | None) -> dict:
@@ -187,10 +198,12 @@ class Predictor(AbstractPredictor):
     def configure(self, schedule, hyperparameters: dict | None = None) -> AbstractOptimizer:
         """The template with `schedule` and the hyperparameter values in."""
         hyperparameters = dict(hyperparameters or {})
-        unknown = sorted(set(hyperparameters) - set(self.hyper_bounds))
+        unknown = sorted(set(hyperparameters) - set(self.hyper_bounds)
+                         - set(schedule_fields(self.optimizer)))
         if unknown:
             raise ValueError(f"unknown hyperparameters {unknown}; tunable: "
-                             f"{sorted(self.hyper_bounds)}")
+                             f"{sorted(self.hyper_bounds)}, and as schedules "
+                             f"{schedule_fields(self.optimizer)}")
         return self.optimizer.replace(schedule=schedule, **hyperparameters)
 
     def __call__(self, schedule, hyperparameters: dict) -> Float[Array, " T"]:

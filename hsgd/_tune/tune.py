@@ -15,10 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._problem import Problem
 from .._schedule import (
     AbstractTunableSchedule,
     TunableConstant,
     TunableKnots,
+    TunableModulated,
     TunableSoftplus,
     TunableWarmupDecay,
 )
@@ -31,10 +33,10 @@ from .common import (
     objective_value,
     time_grid,
 )
-from .predictor import predictor_for
+from .predictor import predictor_for, schedule_fields
 
 FAMILIES = ("knots", "linear_knots", "softplus", "cosine", "exponential", "polynomial",
-            "constant")
+            "constant", "modulated")
 
 
 def make_family(family, horizon: float, gamma: float, *, num_knots: int = 12
@@ -52,6 +54,9 @@ def make_family(family, horizon: float, gamma: float, *, num_knots: int = 12
         return TunableWarmupDecay(horizon, gamma, decay=family)
     if family == "constant":
         return TunableConstant(gamma)
+    if family == "modulated":
+        raise ValueError('family="modulated" modulates the optimizer\'s own schedule: it is '
+                         'made by tune(..., optimizer=...), not from a level gamma')
     raise ValueError(f"family must be one of {FAMILIES} or an AbstractTunableSchedule, got "
                      f"{family!r}")
 
@@ -90,9 +95,10 @@ def _value_and_grad(params, static, hyper0, predictor, objective):
     # size, family, grid) reuse one compilation. The predicted curve comes back as auxiliary
     # output, so `tune` never compiles a separate forward solve for it.
     def f(params):
-        sched = eqx.combine(params[0], static)
+        scheds = dict(eqx.combine(params[0], static))
+        sched = scheds.pop("schedule")
         hyper = eqx.tree_at(lambda h: h.raw, hyper0, params[1]).values()
-        risk = predictor(sched, hyper)
+        risk = predictor(sched, {**hyper, **scheds})
         return objective_value(objective, risk, predictor.ts), risk
 
     (value, risk), grads = eqx.filter_value_and_grad(f, has_aux=True)(params)
@@ -104,7 +110,7 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
          num_knots: int = 12, hyperparameters: dict | None = None,
          optax_optimizer: optax.GradientTransformation | None = None,
          learning_rate: float = 0.05, num_steps: int = 100, progress: bool | Callable = False,
-         **predictor_kwargs) -> TuneResult:
+         coefficients=None, **predictor_kwargs) -> TuneResult:
     r"""Tune a learning-rate schedule against the predicted risk (SPEC §4).
 
     Minimises $R(T)$ (`objective="final"`) or $\frac1T\int_0^T R\,dt$ (`"average"`) over the
@@ -121,7 +127,9 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
       [`predictor_for`][]).
     - `family`: `"knots"` (piecewise-linear, log-spaced knots), `"linear_knots"`,
       `"softplus"` (free-form), `"cosine"`, `"exponential"`, `"polynomial"` (warm-up + decay,
-      [`TunableWarmupDecay`][]), `"constant"`, or any `AbstractTunableSchedule` instance.
+      [`TunableWarmupDecay`][]), `"constant"`, `"modulated"` (the optimizer's own schedule
+      times a tunable factor on log-spaced knots, [`TunableModulated`][]: tuning starts from
+      it exactly), or any `AbstractTunableSchedule` instance.
     - `horizon`: the budget $T > 0$ in the pair's clock ($t = k/d$ for streaming SGD, epochs
       $k\beta/n$ for finite-data SGD, iterations $k$ for heavy ball).
     - `optimizer`: the optimizer whose schedule is tuned — any [`AbstractOptimizer`][] (e.g.
@@ -137,6 +145,14 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
       jointly, within the bounds its [`tunable`][hsgd.AbstractOptimizer.tunable] declares (or
       `bounds=` gives): SGD on streaming data `{"batch": 4.0}`; heavy ball
       `{"momentum": 0.5, "batch_fraction": 0.1}`.
+    - `coefficients`: further schedules of the optimizer tuned jointly with its schedule —
+      names of its schedule fields (each becomes [`TunableModulated`][]: its own curve times a
+      factor on `num_knots` log-spaced knots, started at 1) or a dict name →
+      `AbstractTunableSchedule`. E.g. the momentum family's `("gamma3", "delta")` with
+      `family="modulated"`: $\bar\gamma_2(t)$, $\bar\gamma_3(t)$, $\delta(t)$ tuned together
+      from the template's curves. A preset with a `linear(problem)` form ([`DANADecaying`][],
+      [`DANAConstant`][]) is tuned as that [`LinearMomentum`][]. The tuned schedules are
+      `res.coefficients` (and in `res.optimizer`).
     - `optax_optimizer`: an optax transformation (default `optax.adam(learning_rate)`),
       applied to the raw (log / logit / softplus⁻¹) parameters.
     - `num_steps`: optimisation steps; `progress`: print one line per step to stderr (or a
@@ -168,21 +184,35 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    modulated = isinstance(family, str) and family == "modulated"
+    if (coefficients or modulated) and callable(getattr(optimizer, "linear", None)) \
+            and isinstance(problem, Problem):
+        optimizer = optimizer.linear(problem)  # a preset's coefficients as schedules
     predictor = predictor_for(problem, time_grid(horizon, num_times), optimizer=optimizer,
                               batch=batch, ode_bins=ode_bins, **predictor_kwargs)
     if not np.isclose(float(predictor.ts[-1]), horizon):
         raise ValueError(f"horizon {horizon} differs from the predictor's last time "
                          f"{float(predictor.ts[-1])}")
-    if init_gamma is None and not isinstance(family, AbstractTunableSchedule):
-        init_gamma = best_constant(predictor, objective=objective).parameters["gamma"]
-    if init_gamma is not None and not (np.isfinite(init_gamma) and init_gamma > 0):
-        raise ValueError(f"init_gamma must be > 0, got {init_gamma}")
-    schedule0 = make_family(family, horizon, init_gamma, num_knots=num_knots)
+    template = getattr(predictor, "optimizer", None)
+    coefs0 = _coefficient_schedules(template, coefficients, horizon, num_knots,
+                                    hyperparameters or {})
+    if modulated:
+        if template is None:
+            raise ValueError('family="modulated" needs a predictor with an optimizer template')
+        schedule0 = TunableModulated.init(template.schedule, horizon, num_knots)
+    else:
+        if init_gamma is None and not isinstance(family, AbstractTunableSchedule):
+            init_gamma = best_constant(predictor, objective=objective).parameters["gamma"]
+        if init_gamma is not None and not (np.isfinite(init_gamma) and init_gamma > 0):
+            raise ValueError(f"init_gamma must be > 0, got {init_gamma}")
+        schedule0 = make_family(family, horizon, init_gamma, num_knots=num_knots)
     hyper0 = Hyperparameters(hyperparameters or {}, predictor.bounds())
     optimizer = optax.adam(learning_rate) if optax_optimizer is None else optax_optimizer
     ts = predictor.ts
 
-    trainable, static = eqx.partition(schedule0, schedule0.trainable())
+    schedules0 = dict(schedule=schedule0, **coefs0)
+    trainable, static = eqx.partition(schedules0,
+                                      {k: v.trainable() for k, v in schedules0.items()})
 
     def value_and_grad(params):
         return _value_and_grad(params, static, hyper0, predictor, objective)
@@ -225,12 +255,13 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
         if float(value) < best[0]:
             best = (float(value), params, new_risk)
         if callable(progress):
-            progress(step + 1, float(value), eqx.combine(params[0], static))
+            progress(step + 1, float(value), eqx.combine(params[0], static)["schedule"])
         elif progress:
             print(f"  tune step {step + 1:4d}/{num_steps}: objective {float(value):.6g} "
                   f"(best {best[0]:.6g}, {time.perf_counter() - start:.1f} s)",
                   file=sys.stderr, flush=True)
-    schedule = eqx.combine(best[1][0], static)
+    tuned = dict(eqx.combine(best[1][0], static))
+    schedule = tuned.pop("schedule")
     hyper = eqx.tree_at(lambda h: h.raw, hyper0, best[1][1]).values()
     risk = best[2]  # the prediction for the best iterate, from its own evaluation
     wall = time.perf_counter() - start
@@ -240,4 +271,34 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
                       ts=ts, risk=risk, gamma=jax.vmap(schedule)(ts), initial_risk=initial_risk,
                       loss_history=np.asarray(history), objective=objective,
                       num_steps=len(history) - 1, wall_time=wall, predictor=predictor,
-                      optimizer=None if configure is None else configure(schedule, hyper))
+                      optimizer=None if configure is None else configure(schedule,
+                                                                         {**hyper, **tuned}),
+                      coefficients=tuned)
+
+
+def _coefficient_schedules(template, coefficients, horizon, num_knots, hyperparameters):
+    """The initial tunable schedules of the optimizer's further coefficients (`coefficients`
+    of [`tune`][]), checked against the template's schedule fields."""
+    if not coefficients:
+        return {}
+    fields = [] if template is None else schedule_fields(template)
+    given = coefficients if isinstance(coefficients, dict) else {n: None for n in coefficients}
+    out = {}
+    for name, value in given.items():
+        if template is not None and name != "schedule" and \
+                getattr(template, name, None) is getattr(template, "schedule", None):
+            raise ValueError(f"coefficients names {name!r}, which is the optimizer's schedule: "
+                             f"it is tuned by family= (family='modulated' starts from its own "
+                             f"curve)")
+        if name not in fields:
+            raise ValueError(f"coefficients names {name!r}, which is not a schedule field of "
+                             f"{type(template).__name__}; its schedule fields: {fields}")
+        if name in hyperparameters:
+            raise ValueError(f"{name!r} is given both in coefficients and in hyperparameters")
+        if value is None:
+            value = TunableModulated.init(getattr(template, name), horizon, num_knots)
+        if not isinstance(value, AbstractTunableSchedule):
+            raise TypeError(f"coefficients[{name!r}] must be an AbstractTunableSchedule, got "
+                            f"{type(value).__name__}")
+        out[name] = value
+    return out

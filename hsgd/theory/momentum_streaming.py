@@ -14,8 +14,9 @@ scalars). Each mode's drift matrix $A = \begin{pmatrix}-\bar\gamma_2\lambda & -\
 $\bar\gamma_2\lambda + \delta > 0$ and $\bar\gamma_2\lambda\delta + \bar\gamma_1\bar\gamma_3
 \lambda > 0$; at finite $d$ the three scalars' generator gains $(AVA^\top +
 (\lambda^2/\beta)P\,cc^\top)/d$ (the exact recursion's, SPEC §9) and the test is Routh–Hurwitz
-on that $3\times3$ generator. The noise $2h/\beta$ feeds back through $2h = \sum_j\omega_j\lambda_jP_j +
-\sigma^2$; with $p_j$ the stationary $P_j$ of the three scalars for a unit forcing
+on that $3\times3$ generator. The noise $2h/\beta$ feeds back through
+$2h = \sum_j\omega_j\lambda_jP_j + \sigma^2$; with $p_j$ the stationary $P_j$ of the three
+scalars for a unit forcing
 ($2h/\beta = 1$), the risk stays bounded iff
 
 $$\kappa = \frac1\beta\sum_j\omega_j\lambda_j\,p_j < 1,\qquad 2h_\infty = \frac{\sigma^2}
