@@ -4,7 +4,8 @@ same problem and tolerance, and the power-law exponents of SGD, heavy ball and D
 Speed: least squares on a power law with D = 1e4 modes (lambda_j ~ j^-1, tr K/d = 1, sigma =
 0.1, target weights lambda_j x*_j^2 ~ j^-1.5 normalised to ||x*||_K = 1, X0 = 0, 41 log-spaced
 output times on [0.01, 100]), rtol 1e-7 (the default). Baseline in the same run: SGD's ODE on
-StructuredKvaerno5 in its d -> infinity form (finite_d=False), the same tolerances. Rows: the
+StructuredKvaerno5 in the same form (least squares: both d -> infinity, finite_d=False, and both
+with the exact finite-d terms, finite_d=True; logistic has none), the same tolerances. Rows: the
 DANA-like family of SPEC §12 (a) (delta = 1/(1+t), gamma1 = gamma2 = 1, gamma3 = 0.3), the
 same with gamma1 = gamma3 = 0 (SGD through the family), and logistic regression (||x*||_K = 3)
 with both. Times are the best of 3 after a warm-up call, compile (first call) separately; the
@@ -15,8 +16,9 @@ normalised power law (lambda_j = j^{-2 alpha}, alpha = 0.75, beta_t = 0.5, D = 1
 noiseless (sigma = 0), the fitted slope of log risk against log t on [1, 30], printed next to the
 hsgd.theory predictions.
 
-PLRF (SPEC §13, Problem.plrf): the same two exponents of risk - P_inf on a sampled instance
-(d = 1000, v = 4000), fitted on t in [0.05, 3], before the finite-d plateau.
+PLRF (SPEC §13, Problem.plrf, deterministic equivalent): the same two exponents of risk - P_inf
+at d = 4000 and 16000 (v = 4d), fitted on k in [1e2, 3e3] iterations, and each curve's largest
+local slope.
 
     python benchmarks/momentum_streaming.py --out benchmarks/results   # ~5 min on 2 cores
     python benchmarks/momentum_streaming.py --out benchmarks/results --parts plrf
@@ -50,33 +52,42 @@ def speed(hsgd):
 
     rows = []
     ts = jnp.asarray(TS)
-    for loss_name, loss, norm in (("least squares", hsgd.LeastSquares(0.1), 1.0),
-                                  ("logistic", hsgd.Logistic(), 3.0)):
+    for loss_name, loss, norm, forms in (
+            ("least squares", hsgd.LeastSquares(0.1), 1.0, (False, True)),
+            ("logistic", hsgd.Logistic(), 3.0, (None,))):
         prob = power_law_problem(hsgd, loss, D, 1.0, 1.5, norm)
+        for finite_d in forms:
+            form = {False: "d -> inf", True: "finite d", None: "-"}[finite_d]
+            kw = {} if finite_d is None else dict(finite_d=finite_d)
 
-        def sgd():
-            return hsgd.ode(prob, hsgd.SGD(1.0), ts, finite_d=False,
-                            solver=hsgd.StructuredKvaerno5()).risk
+            def sgd():
+                sol = hsgd.ode(prob, hsgd.SGD(1.0), ts, solver=hsgd.StructuredKvaerno5(), **kw)
+                return sol.risk, sol.num_steps
 
-        def dana():
-            return hsgd.ode(prob, hsgd.LinearMomentum(1.0, 1.0, 0.3, PowerDecay(1.0, 1.0, 1.0)),
-                            ts).risk
+            def dana():
+                opt = hsgd.LinearMomentum(1.0, 1.0, 0.3, PowerDecay(1.0, 1.0, 1.0))
+                sol = hsgd.ode(prob, opt, ts, **kw)
+                return sol.risk, sol.num_steps
 
-        def plain():
-            return hsgd.ode(prob, hsgd.LinearMomentum(0.0, 1.0, 0.0, 1.0), ts).risk
+            def plain():
+                sol = hsgd.ode(prob, hsgd.LinearMomentum(0.0, 1.0, 0.0, 1.0), ts, **kw)
+                return sol.risk, sol.num_steps
 
-        base_first, base, base_risk = timed(sgd)
-        for name, fn in (("momentum (DANA-like)", dana), ("momentum, gamma1 = gamma3 = 0", plain)):
-            first, best, risk = timed(fn)
-            row = dict(loss=loss_name, method=name, modes=D, compile_s=first - best,
-                       run_s=best, sgd_run_s=base, sgd_compile_s=base_first - base,
-                       ratio=best / base,
-                       max_rel_to_sgd=float(np.max(np.abs(np.asarray(risk)
-                                                          / np.asarray(base_risk) - 1))))
-            rows.append(row)
-            print(f"{loss_name:14s} {name:32s} run {best:7.3f} s  SGD {base:7.3f} s  "
-                  f"ratio {best / base:5.2f}  compile {first - best:5.1f} s  "
-                  f"max|risk/SGD - 1| {row['max_rel_to_sgd']:.2e}", flush=True)
+            base_first, base, (base_risk, base_steps) = timed(sgd)
+            for name, fn in (("momentum (DANA-like)", dana),
+                             ("momentum, gamma1 = gamma3 = 0", plain)):
+                first, best, (risk, steps) = timed(fn)
+                row = dict(loss=loss_name, form=form, method=name, modes=D,
+                           compile_s=first - best, run_s=best, steps=int(steps),
+                           sgd_run_s=base, sgd_compile_s=base_first - base,
+                           sgd_steps=int(base_steps), ratio=best / base,
+                           max_rel_to_sgd=float(np.max(np.abs(np.asarray(risk)
+                                                              / np.asarray(base_risk) - 1))))
+                rows.append(row)
+                print(f"{loss_name:14s} {form:8s} {name:30s} run {best:6.3f} s ({int(steps)} "
+                      f"steps)  SGD {base:6.3f} s ({int(base_steps)})  ratio {best / base:5.2f}"
+                      f"  compile {first - best:5.1f} s  max|risk/SGD - 1| "
+                      f"{row['max_rel_to_sgd']:.2e}", flush=True)
     return rows
 
 
@@ -103,27 +114,39 @@ def exponents(hsgd):
 
 
 def plrf(hsgd):
-    """The same comparison on a sampled PLRF problem (SPEC §13: Problem.plrf, v = 4d, d = 1000,
-    alpha = 0.75, beta = 0.5): the exponent of risk - P_inf on t in [0.05, 3] (k = 50 to 3000
-    iterations, before the finite-d plateau that sets in near k ~ d^{2 alpha} ~ 3e4)."""
+    """The same comparison on PLRF (SPEC §13), its deterministic equivalent
+    (Problem.plrf(..., deterministic=True): exact P_inf, finite-d dynamics at d, 4096 modes),
+    alpha = 0.75, beta = 0.5, v = 4d, d = 4000 and 16000, both optimizers' default (finite-d)
+    ODE: the exponent of risk - P_inf fitted on k in [1e2, 3e3] iterations (the drift-limited
+    window: SGD's local slope leaves 1 near k ~ 1e4 at d = 16000, where the finite-d terms
+    take over, long before the plateau at k ~ d^(2 alpha)), and the largest local slope of
+    each curve."""
     alpha, beta_t = 0.75, 0.5
-    prob = hsgd.Problem.plrf(alpha, beta_t, v=4000, d=1000, key=jax.random.PRNGKey(0))
-    floor = 0.5 * float(prob.loss.noise.std) ** 2
-    ts = jnp.asarray(np.geomspace(0.01, 30.0, 49))
-    dana = hsgd.DANADecaying(alpha=alpha, target_exponent=beta_t)
-    gamma2 = float(dana.linear(prob).gamma2(0.0))
-    out = dict(P_inf=floor, window=[0.05, 3.0])
-    for name, opt in (("sgd", hsgd.SGD(gamma2)), ("dana_decaying", dana)):
-        sol = hsgd.ode(prob, opt, ts)
-        excess = np.asarray(sol.risk) - floor
-        out[name] = dict(fitted=hsgd.theory.fitted_exponent(ts, excess, 0.05, 3.0),
-                         risk=np.asarray(sol.risk).tolist())
-        print(f"PLRF {name:14s} fitted exponent of risk - P_inf {out[name]['fitted']:.3f}",
-              flush=True)
+    out = dict(window_iterations=[1e2, 3e3], alpha=alpha, beta=beta_t)
+    for d in (4000, 16000):
+        prob = hsgd.Problem.plrf(alpha, beta_t, v=4 * d, d=d, deterministic=True,
+                                 num_modes=4096)
+        floor = 0.5 * float(prob.loss.noise.std) ** 2
+        ks = np.geomspace(10.0, 1e3 * d, 61)
+        ts = jnp.asarray(np.concatenate([[0.0], ks / d]))
+        dana = hsgd.DANADecaying(alpha=alpha, target_exponent=beta_t)
+        gamma2 = float(dana.linear(prob).gamma2(0.0))
+        row = dict(P_inf=floor, gamma2=gamma2, iterations=ks.tolist())
+        for name, opt in (("sgd", hsgd.SGD(gamma2)), ("dana_decaying", dana)):
+            excess = np.asarray(hsgd.ode(prob, opt, ts).risk)[1:] - floor
+            local = -np.gradient(np.log(excess), np.log(ks))
+            row[name] = dict(fitted=hsgd.theory.fitted_exponent(ks, excess, 1e2, 3e3),
+                             max_local_slope=float(np.max(local)),
+                             excess=excess.tolist())
+            print(f"PLRF d = {d:6d} {name:14s} fitted exponent of risk - P_inf on k in "
+                  f"[1e2, 3e3] {row[name]['fitted']:.3f}, largest local slope "
+                  f"{row[name]['max_local_slope']:.3f}", flush=True)
+        out[str(d)] = row
     out["predicted"] = dict(sgd=float(hsgd.theory.sgd_power_law_exponent(alpha, beta_t)),
                             dana_decaying=float(hsgd.theory.dana_power_law_exponent(alpha,
                                                                                    beta_t)))
-    out["ts"] = np.asarray(ts).tolist()
+    print(f"heuristic exponents: SGD {out['predicted']['sgd']:.3f}, DANA-decaying "
+          f"{out['predicted']['dana_decaying']:.3f}", flush=True)
     return out
 
 

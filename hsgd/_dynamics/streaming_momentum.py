@@ -28,6 +28,21 @@ $\begin{pmatrix}P_j & C_j\\ C_j & Q_j\end{pmatrix}$ (in units of $s_j$). The sys
 [`AbstractModeDynamics`][] with $2m\times 2m$ free blocks and integrated by
 [`StructuredKvaerno5`][] (L-stable, error-controlled, differentiable), the coupling summary
 being SGD's (the $X - X^*$ and $X^*$ blocks of $B$).
+
+**Exact finite $d$** (least squares, `finite_d=True`, the default when the problem's $d$ is
+known, as for SGD, SPEC §8). Per iteration the exact recursion of the per-mode moments is
+$V_{k+1} = MV_kM^\top + \dots$ with $M = I + A/d$ and the gradient's fourth moment (Isserlis:
+the mode's own contribution $\lambda_j^2P_j$ beside the $2h$ of all modes); its generator
+$d(M(\cdot)M^\top - \cdot)$ is the ODE above plus
+
+$$\frac1d\Big(A_jV_jA_j^\top + \frac{\lambda_j^2}\beta\,P_j\,cc^\top\Big)$$
+
+on the free block — a self-interaction of each mode that the $d\to\infty$ form drops (the
+SGD case $\bar\gamma_1 = \bar\gamma_3 = 0$ is SPEC §8's $(1 + 1/\beta)\gamma^2\lambda_j^2/d$).
+It enters the solver as `ModeSystem.F_self` ($R_1 = A_j/\sqrt d$,
+$R_2 = \lambda_j(\beta d)^{-1/2}[c\mid0]$), solved exactly per stage. Against an
+exact Isserlis recursion at $d = 32$ it is within 0.66% where the $d\to\infty$ form is 16%
+low (tests).
 """
 
 import dataclasses
@@ -178,6 +193,9 @@ def ode(problem: Problem, optimizer: LinearMomentum, ts, *, statistics: dict | N
       adjoint `RecursiveCheckpointAdjoint()`: `jax.grad` works through every coefficient).
     - `blowup`: stop and report divergence once $\max|B|$ exceeds `blowup`$\times(1 +
       \max|B(0)|)$.
+    - `finite_d`: least squares' exact finite-$d$ terms (module docstring); default: on for
+      least squares when the problem's $d$ is known, as for SGD; `False` is the
+      $d\to\infty$ form.
 
     **Returns:** a [`Solution`][]: `risk`, `B`, `distance`, `gamma` $=\bar\gamma_2(t)$ (the
     direct step), `gamma_crit` NaN (SGD's critical rate does not apply), `error_estimate`.
