@@ -494,7 +494,12 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
 
             deltas = []
             for _ in range(newton_steps):
-                jac = jnp.eye(x.shape[0], dtype=dtype) - jax.jacfwd(stage_value)(x)
+                # The Jacobian only steers the iteration: held constant under differentiation,
+                # the derivative of the corrected x is that of the implicit function theorem
+                # (exactly so for an affine phi, whose one correction lands on the solution),
+                # and reverse mode need not go through jacfwd.
+                jac = jax.lax.stop_gradient(
+                    jnp.eye(x.shape[0], dtype=dtype) - jax.jacfwd(stage_value)(x))
                 delta = -_small_solve(jac, x - stage_value(x))
                 x = x + delta
                 deltas.append(jnp.max(jnp.abs(delta)))

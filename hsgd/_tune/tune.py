@@ -95,8 +95,8 @@ def _value_and_grad(params, static, hyper0, predictor, objective):
     # size, family, grid) reuse one compilation. The predicted curve comes back as auxiliary
     # output, so `tune` never compiles a separate forward solve for it.
     def f(params):
-        scheds = dict(eqx.combine(params[0], static))
-        sched = scheds.pop("schedule")
+        # params[0]: the schedule's raw leaves, or a dict with the further coefficients'
+        sched, scheds = _split(eqx.combine(params[0], static))
         hyper = eqx.tree_at(lambda h: h.raw, hyper0, params[1]).values()
         risk = predictor(sched, {**hyper, **scheds})
         return objective_value(objective, risk, predictor.ts), risk
@@ -255,13 +255,12 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
         if float(value) < best[0]:
             best = (float(value), params, new_risk)
         if callable(progress):
-            progress(step + 1, float(value), eqx.combine(params[0], static)["schedule"])
+            progress(step + 1, float(value), _split(eqx.combine(params[0], static))[0])
         elif progress:
             print(f"  tune step {step + 1:4d}/{num_steps}: objective {float(value):.6g} "
                   f"(best {best[0]:.6g}, {time.perf_counter() - start:.1f} s)",
                   file=sys.stderr, flush=True)
-    tuned = dict(eqx.combine(best[1][0], static))
-    schedule = tuned.pop("schedule")
+    schedule, tuned = _split(eqx.combine(best[1][0], static))
     hyper = eqx.tree_at(lambda h: h.raw, hyper0, best[1][1]).values()
     risk = best[2]  # the prediction for the best iterate, from its own evaluation
     wall = time.perf_counter() - start
@@ -274,6 +273,15 @@ def tune(problem, family="knots", horizon=None, *, optimizer=None, objective: st
                       optimizer=None if configure is None else configure(schedule,
                                                                          {**hyper, **tuned}),
                       coefficients=tuned)
+
+
+def _split(schedules):
+    """`(schedule, {name: coefficient schedule})` from what `tune` optimises: a dict with the
+    schedule under `"schedule"`, or the schedule alone."""
+    if not isinstance(schedules, dict):
+        return schedules, {}
+    rest = dict(schedules)
+    return rest.pop("schedule"), rest
 
 
 def _coefficient_schedules(template, coefficients, horizon, num_knots, hyperparameters):
