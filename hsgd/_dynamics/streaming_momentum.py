@@ -131,7 +131,8 @@ class MomentumModes(SGDModes):
         A = jnp.concatenate([jnp.concatenate([-g2 * Jxl, -g3 * eye], axis=1),
                              jnp.concatenate([g1 * Jxl, -dl * eye], axis=1)], axis=0)
         Jtl = Jt[:, :, None] * lam
-        A_target = jnp.concatenate([-g2 * Jtl, g1 * Jtl], axis=0)
+        A_target = None if self._target_decoupled else jnp.concatenate([-g2 * Jtl, g1 * Jtl],
+                                                                        axis=0)
         c = jnp.stack([-g2, g1])
         cc = (c[:, None] * c[None, :])
         noise = jnp.kron(cc, mom.I)  # (2m, 2m)

@@ -234,6 +234,12 @@ class SGDModes(AbstractModeDynamics):
         # Least squares: J(B) is constant, only I(B) = 2h(B) depends on the summary.
         return isinstance(self.loss, LeastSquares)
 
+    @property
+    def _target_decoupled(self):
+        # Least squares in error coordinates: J_x + J_* = 0 exactly (J = [I | -I]), so the
+        # target does not drive the blocks (A_target = 0, skipped by the solver).
+        return self.error_coords and isinstance(self.loss, LeastSquares)
+
     def _blocks(self, F, C):
         """The per-mode $V_{xx}$, $V_{x*}$ blocks (scaled) in the original coordinates."""
         if self.error_coords:
@@ -299,7 +305,7 @@ class SGDModes(AbstractModeDynamics):
             self_rate = (1 + 1 / self.batch) * g**2 * self.inv_d * self.lam**2
             A_free = A + 0.5 * jnp.eye(m, dtype=dtype)[:, :, None] * self_rate
         noise = (g**2 / self.batch) * self.lam / self.scale
-        return ModeSystem(A=A, A_target=Jt[:, :, None] * rate,
+        return ModeSystem(A=A, A_target=None if self._target_decoupled else Jt[:, :, None] * rate,
                           target=self.target, forcing=mom.I[:, :, None] * noise,
                           aux_rate=aux_rate, A_free=A_free,
                           **self._factored_forcing(mom.I, jnp.eye(m, dtype=dtype), noise))

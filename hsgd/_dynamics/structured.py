@@ -59,7 +59,8 @@ from jaxtyping import Array, Float
 class ModeSystem(NamedTuple):
     r"""The per-mode linear system at one $(t, u, a)$ (see the module docstring), with the mode
     axis **last** (so that sums over modes are contiguous reductions and the per-mode $n\times n$
-    algebra is a few vector operations): `A` $(n, n, J)$, `A_target` $(n, m^*, J)$, `target`
+    algebra is a few vector operations): `A` $(n, n, J)$, `A_target` $(n, m^*, J)$ (`None`:
+    zero, e.g. least squares in error coordinates, and its terms are skipped), `target`
     $(m^*, m^*, J)$, `forcing` $N_j$ $(n, n, J)$ and the auxiliary rates `aux_rate` $(k,)$. The
     last axis may be 1 where a term is shared by all modes.
 
@@ -85,7 +86,7 @@ class ModeSystem(NamedTuple):
     `None`: the forcing is differentiated along the summary instead."""
 
     A: Float[Array, "n n J"]
-    A_target: Float[Array, "n ms J"]
+    A_target: Float[Array, "n ms J"] | None
     target: Float[Array, "ms ms J"]
     forcing: Float[Array, "n n J"]
     aux_rate: Float[Array, " k"]
@@ -212,10 +213,12 @@ def _self_term(R, F):
 
 def _apply(sys: ModeSystem, F, C):
     """The explicit drift of the blocks $(F, C)$."""
-    kC = _mm(sys.A, C) + _mm(sys.A_target, sys.target)
+    kC = _drift_C(sys, C)
     AF = _mm(sys.generator_free, F)
-    AtC = _mm(sys.A_target, _mT(C))
-    kF = AF + _mT(AF) + AtC + _mT(AtC) + sys.forcing
+    kF = AF + _mT(AF) + sys.forcing
+    if sys.A_target is not None:
+        AtC = _mm(sys.A_target, _mT(C))
+        kF = kF + AtC + _mT(AtC)
     if sys.F_self is not None:
         kF = kF + _self_term(sys.F_self, F)
     return kF, kC
@@ -323,7 +326,13 @@ def _stage(sys: ModeSystem, c, F_base, C_base):
 
 
 def _stage_C(sys: ModeSystem, c, C_base):
-    return _solve_left(sys.A, c, _mm(sys.A, C_base) + _mm(sys.A_target, sys.target))
+    return _solve_left(sys.A, c, _drift_C(sys, C_base))
+
+
+def _drift_C(sys: ModeSystem, C):
+    """The free–target block's drift $A_jC_j + \bar A_jT_j$."""
+    out = _mm(sys.A, C)
+    return out if sys.A_target is None else out + _mm(sys.A_target, sys.target)
 
 
 def _stage_F(sys: ModeSystem, c, F_base, zC):
@@ -335,8 +344,10 @@ def _free_rhs(sys: ModeSystem, F_base, zC):
     r"""The free block's stage right-hand side without the forcing: the drift of $F$ at the
     stage's base value, with the free–target block at its stage value `zC`."""
     AF = _mm(sys.generator_free, F_base)
-    AtC = _mm(sys.A_target, _mT(zC))
-    rhs = AF + _mT(AF) + AtC + _mT(AtC)
+    rhs = AF + _mT(AF)
+    if sys.A_target is not None:
+        AtC = _mm(sys.A_target, _mT(zC))
+        rhs = rhs + AtC + _mT(AtC)
     if sys.F_self is not None:
         rhs = rhs + _self_term(sys.F_self, F_base)
     return rhs
@@ -492,17 +503,19 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
             def stage_value(x_):
                 return jnp.concatenate([s_base + c * (s0 + coef(x_) @ sp), aux])
 
+            # Newton, not differentiated; then one more correction that carries the derivative:
+            # with the Jacobian held constant its derivative is the implicit function
+            # theorem's at the solution, J^{-1} d_theta G(x*) (exact for an affine phi), and
+            # reverse mode goes neither through the iterations nor through jacfwd.
             deltas = []
+            eye = jnp.eye(x.shape[0], dtype=dtype)
+            xs = jax.lax.stop_gradient(x)
             for _ in range(newton_steps):
-                # The Jacobian only steers the iteration: held constant under differentiation,
-                # the derivative of the corrected x is that of the implicit function theorem
-                # (exactly so for an affine phi, whose one correction lands on the solution),
-                # and reverse mode need not go through jacfwd.
-                jac = jax.lax.stop_gradient(
-                    jnp.eye(x.shape[0], dtype=dtype) - jax.jacfwd(stage_value)(x))
-                delta = -_small_solve(jac, x - stage_value(x))
-                x = x + delta
+                jac = jax.lax.stop_gradient(eye - jax.jacfwd(stage_value)(xs))
+                delta = -_small_solve(jac, jax.lax.stop_gradient(xs - stage_value(xs)))
+                xs = xs + delta
                 deltas.append(jnp.max(jnp.abs(delta)))
+            x = xs - _small_solve(jac, xs - stage_value(xs))
             phi = coef(x)
             kF = K0
             for p_, K in enumerate(Kp):
