@@ -151,14 +151,13 @@ class MomentumModes(SGDModes):
                           **self._factored_forcing(mom.I, cc,
                                                    lam / (self.batch * self.scale)))
 
-    def error_floor(self):
-        base = super().error_floor()
-        F, C = base["F"], base["C"]
-        m = F.shape[0]
-        zero = jnp.zeros_like(F)
-        F = jnp.concatenate([jnp.concatenate([F, zero], axis=1),
-                             jnp.concatenate([zero, zero], axis=1)], axis=0)
-        return dict(F=F, C=jnp.concatenate([C, C], axis=0)) if m else base
+    @property
+    def controlled(self):
+        # The summary, the risk and the distance read the X - X* block alone: the velocity's
+        # moments are held to the tolerance where they enter it (the step count of SGD's ODE at
+        # the same accuracy of the risk: DANA-like at 1e4 modes 163 steps against SGD's 151,
+        # 207 when Y's moments were held to rtol of their own; benchmarks/momentum_streaming.py).
+        return self.m
 
     def snapshot(self, problem: Problem, y, statistics):
         m = self.m

@@ -36,7 +36,9 @@ difference of large numbers). The controller holds to `rtol`/`atol` (max norm) t
 of the **aggregates the outputs are made of** — $\sum_j w_j|\delta F_j|$ against
 $\sum_j w_j|F_j|$ for the weightings of the dynamics, e.g. $\omega_j\lambda_j$ (the matrix
 $B$, hence the risk) and $\omega_j$ (the distance) — entrywise, without cancellation between
-modes, plus optional constant floors (`AbstractModeDynamics.error_floor`: a block that
+modes, over the components of the free block the outputs read
+(`AbstractModeDynamics.controlled`: e.g. the $X - X^*$ block of momentum, not the velocity's),
+plus optional constant floors (`AbstractModeDynamics.error_floor`: a block that
 decays next to a constant one, like $C$ next to the target's $T$, is held relative to what it
 is added to). A mode that has decayed to nothing does not hold the step back, merging or
 splitting modes does not change the step count, and no mode's error can hide in a difference.
@@ -141,6 +143,18 @@ class AbstractModeDynamics(eqx.Module):
         $\sum_j w^{(i)}_j|F_j|$, $\sum_j w^{(i)}_j|C_j|$ the error control holds to `rtol`
         (e.g. the weights of $B$ and of the distance): the quantities the outputs are made of."""
 
+    @property
+    def controlled(self) -> int | None:
+        r"""How many leading components of the free block the outputs are made of: the error
+        control reads the leading $k\times k$ block of $F_j$ and the first $k$ rows of $C_j$
+        (and [`error_floor`][hsgd._dynamics.structured.AbstractModeDynamics.error_floor] is of
+        that size). `None` (default): all of them. E.g. momentum (SPEC §9), whose free block is
+        $[X - X^*\mid Y]$ and whose summary, risk and distance read only the $X - X^*$ block:
+        the velocity's moments are integrated to the same order but held to no tolerance of
+        their own — like a mode that carries nothing of $B$, their error is controlled where it
+        enters what is output."""
+        return None
+
     def error_floor(self):
         r"""Constant floors added to the aggregates' sizes in the error control, as a dict `F`
         $(n, n, W)$, `C` $(n, m^*, W)$ (default: none). E.g. in error coordinates $C_j$ decays to
@@ -166,10 +180,15 @@ def initial_state(dynamics: AbstractModeDynamics, F, C, aux):
     estimate)."""
     y = dict(F=F, C=C, aux=aux, u=dynamics.summary(F, C), res=jnp.ones((), F.dtype),
              acc=jnp.zeros((), F.dtype))
-    return dict(y, mag=_aggregate(dynamics.error_weights(), F, C, dynamics.error_floor()))
+    return dict(y, mag=_aggregate(dynamics, F, C, dynamics.error_floor()))
 
 
-def _aggregate(weights, F, C, floor=None):
+def _aggregate(dynamics: AbstractModeDynamics, F, C, floor=None):
+    r"""The weighted aggregates $\sum_jw^{(i)}_j|F_j|$, $\sum_jw^{(i)}_j|C_j|$ of the controlled
+    block (`dynamics.controlled`), plus the floors."""
+    weights, k = dynamics.error_weights(), dynamics.controlled
+    if k is not None:
+        F, C = F[:k, :k], C[:k]
     out = dict(F=contract(jnp.abs(F)[..., None, :], weights),
                C=contract(jnp.abs(C)[..., None, :], weights))
     if floor is not None:
@@ -611,16 +630,15 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
         # u1 is the summary of y1 (the last stage's, solved).
         err = {name: h * _combine(KV5_BERR, [k[name] for k in ks]) for name in names}
         local = jnp.max(jnp.abs(h * _combine(KV5_BERR, sks)))
-        weights = dyn.error_weights()
         y1 = dict(y1, u=u1, res=y0["res"], acc=y0["acc"] + local,
-                  mag=_aggregate(weights, y1["F"], y1["C"], dyn.error_floor()))
+                  mag=_aggregate(dyn, y1["F"], y1["C"], dyn.error_floor()))
         # Only aggregates are controlled: the per-mode errors weighted as the outputs weigh
         # them (a mode that carries nothing of B may be inaccurate relative to itself), the
         # auxiliary scalars, and the stage equations' residual. (The zeros of the per-mode
         # leaves are skipped by `error_norm`.)
         err = dict(F=jnp.zeros_like(err["F"]), C=jnp.zeros_like(err["C"]), aux=err["aux"],
                    u=jnp.zeros_like(u1), res=res_max, acc=jnp.zeros((), dtype),
-                   mag=_aggregate(weights, err["F"], err["C"]))
+                   mag=_aggregate(dyn, err["F"], err["C"]))
         return y1, err, dict(y0=y0, y1=y1), (ks[-1], sks[-1]), diffrax.RESULTS.successful
 
 
