@@ -266,61 +266,25 @@ def _solve_left(A, c, rhs):
     return _per_mode_solve(eye - c * A, rhs)
 
 
-def _free_inverse(A, R, c):
+def _free_inverse(A, R, c, packed=False):
     r"""The inverse of the stage operator of the free block,
     $X\mapsto X - c\,(AX + XA^\top + \sum_iR_iXR_i^\top)$ per mode (`R` $(r, n, n, J)$ or
     `None`), as a function of the right-hand side: factored once, applied to as many right-hand
     sides as the stage needs. For $n = 2$ the right-hand side must be symmetric (it always is in
     the stage solves: $AF + FA^\top + \dots + N$ with $F$, $N$ symmetric) and the three unknowns
-    $x_{11}, x_{12}, x_{22}$ are eliminated in closed form, elementwise over the modes."""
+    $x_{11}, x_{12}, x_{22}$ are eliminated in closed form, elementwise over the modes; with
+    `packed` (only $n = 2$) the function maps the triple $(r_{11}, r_{12}, r_{22})$ to the triple
+    $(x_{11}, x_{12}, x_{22})$ (the duplicate off-diagonal entry is neither read nor written)."""
     n = A.shape[0]
+    if n == 2:
+        apply = _free_inverse2(A, R, c)
+        return apply if packed else lambda rhs: _symmetric2(*apply(_pack2(rhs)))
+    if packed:
+        raise ValueError(f"packed blocks are 2x2, got n = {n}")
     if n == 1:
         rate = 2.0 * A[0, 0] if R is None else 2.0 * A[0, 0] + jnp.sum(R[:, 0, 0] ** 2, axis=0)
         inv = 1.0 / (1.0 - c * rate)
         return lambda rhs: rhs * inv
-    if n == 2 and R is None:
-        # x11 = (r11 + 2c A12 x12)/a, x22 = (r22 + 2c A21 x12)/b, then the (1, 2) equation.
-        a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
-        ia, ib = 1.0 / (1.0 - 2.0 * c * a11), 1.0 / (1.0 - 2.0 * c * a22)
-        pa, pb = c * a21 * ia, c * a12 * ib
-        den = 1.0 / (1.0 - c * (a11 + a22) - 2.0 * c**2 * a12 * a21 * (ia + ib))
-        qa, qb = 2.0 * c * a12 * ia, 2.0 * c * a21 * ib
-
-        def apply(rhs):
-            r11, r12, r22 = rhs[0, 0], 0.5 * (rhs[0, 1] + rhs[1, 0]), rhs[1, 1]
-            x12 = (r12 + pa * r11 + pb * r22) * den
-            return _symmetric2(r11 * ia + qa * x12, x12, r22 * ib + qb * x12)
-
-        return apply
-    if n == 2:
-        a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
-        # The operator on (x11, x12, x22); columns: applied to E11, E12 + E21, E22.
-        L = [[2 * a11, 2 * a12, None],
-             [a21, a11 + a22, a12],
-             [None, 2 * a21, 2 * a22]]
-        for i in range(R.shape[0]):
-            r11, r12, r21, r22 = R[i, 0, 0], R[i, 0, 1], R[i, 1, 0], R[i, 1, 1]
-            extra = [[r11 * r11, 2 * r11 * r12, r12 * r12],
-                     [r11 * r21, r11 * r22 + r12 * r21, r12 * r22],
-                     [r21 * r21, 2 * r21 * r22, r22 * r22]]
-            L = [[extra[a][b] if L[a][b] is None else L[a][b] + extra[a][b] for b in range(3)]
-                 for a in range(3)]
-        M = [[(1.0 if a == b else 0.0) - c * (0.0 if L[a][b] is None else L[a][b])
-              for b in range(3)] for a in range(3)]
-        # The inverse by its adjugate (cofactors once per mode, then three dot products per
-        # right-hand side).
-        cof = [[(M[(b + 1) % 3][(a + 1) % 3] * M[(b + 2) % 3][(a + 2) % 3]
-                 - M[(b + 1) % 3][(a + 2) % 3] * M[(b + 2) % 3][(a + 1) % 3])
-                for b in range(3)] for a in range(3)]  # cof[a][b] = adj(M)[a][b]
-        inv_det = 1.0 / (M[0][0] * cof[0][0] + M[0][1] * cof[1][0] + M[0][2] * cof[2][0])
-        inv = [[cof[a][b] * inv_det for b in range(3)] for a in range(3)]
-
-        def apply(rhs):
-            r = (rhs[0, 0], 0.5 * (rhs[0, 1] + rhs[1, 0]), rhs[1, 1])
-            x = [inv[a][0] * r[0] + inv[a][1] * r[1] + inv[a][2] * r[2] for a in range(3)]
-            return _symmetric2(*x)
-
-        return apply
     eye = jnp.eye(n, dtype=A.dtype)
     # vec (row-major): (A X)_{ab} = sum_k A_ak X_kb, (X A^T)_{ab} = sum_k A_bk X_ak.
     K = (A[:, None, :, None, :] * eye[None, :, None, :, None]
@@ -332,9 +296,59 @@ def _free_inverse(A, R, c):
     return lambda rhs: _per_mode_solve(K, rhs.reshape(n * n, 1, -1)).reshape(rhs.shape)
 
 
+def _free_inverse2(A, R, c):
+    """[`_free_inverse`][] for $n = 2$ on packed triples."""
+    a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
+    if R is None:
+        # x11 = (r11 + 2c A12 x12)/a, x22 = (r22 + 2c A21 x12)/b, then the (1, 2) equation.
+        ia, ib = 1.0 / (1.0 - 2.0 * c * a11), 1.0 / (1.0 - 2.0 * c * a22)
+        pa, pb = c * a21 * ia, c * a12 * ib
+        den = 1.0 / (1.0 - c * (a11 + a22) - 2.0 * c**2 * a12 * a21 * (ia + ib))
+        qa, qb = 2.0 * c * a12 * ia, 2.0 * c * a21 * ib
+
+        def apply(rhs):
+            r11, r12, r22 = rhs
+            x12 = (r12 + pa * r11 + pb * r22) * den
+            return r11 * ia + qa * x12, x12, r22 * ib + qb * x12
+
+        return apply
+    # The operator on (x11, x12, x22); columns: applied to E11, E12 + E21, E22.
+    L = [[2 * a11, 2 * a12, None],
+         [a21, a11 + a22, a12],
+         [None, 2 * a21, 2 * a22]]
+    for i in range(R.shape[0]):
+        r11, r12, r21, r22 = R[i, 0, 0], R[i, 0, 1], R[i, 1, 0], R[i, 1, 1]
+        extra = [[r11 * r11, 2 * r11 * r12, r12 * r12],
+                 [r11 * r21, r11 * r22 + r12 * r21, r12 * r22],
+                 [r21 * r21, 2 * r21 * r22, r22 * r22]]
+        L = [[extra[a][b] if L[a][b] is None else L[a][b] + extra[a][b] for b in range(3)]
+             for a in range(3)]
+    M = [[(1.0 if a == b else 0.0) - c * (0.0 if L[a][b] is None else L[a][b])
+          for b in range(3)] for a in range(3)]
+    # The inverse by its adjugate (cofactors once per mode, then three dot products per
+    # right-hand side).
+    cof = [[(M[(b + 1) % 3][(a + 1) % 3] * M[(b + 2) % 3][(a + 2) % 3]
+             - M[(b + 1) % 3][(a + 2) % 3] * M[(b + 2) % 3][(a + 1) % 3])
+            for b in range(3)] for a in range(3)]  # cof[a][b] = adj(M)[a][b]
+    inv_det = 1.0 / (M[0][0] * cof[0][0] + M[0][1] * cof[1][0] + M[0][2] * cof[2][0])
+    inv = [[cof[a][b] * inv_det for b in range(3)] for a in range(3)]
+
+    def apply(r):
+        return tuple(inv[a][0] * r[0] + inv[a][1] * r[1] + inv[a][2] * r[2]
+                     for a in range(3))
+
+    return apply
+
+
 def _symmetric2(x11, x12, x22):
-    """The per-mode symmetric $2\times2$ block from its three entries."""
+    r"""The per-mode symmetric $2\times2$ block from its three entries."""
     return jnp.stack([jnp.stack([x11, x12]), jnp.stack([x12, x22])])
+
+
+def _pack2(X):
+    r"""The triple $(x_{11}, x_{12}, x_{22})$ of a per-mode symmetric $2\times2$ block (the
+    off-diagonal entry averaged, as the stage solves read it)."""
+    return X[0, 0], 0.5 * (X[0, 1] + X[1, 0]), X[1, 1]
 
 
 def _stage(sys: ModeSystem, c, F_base, C_base):
@@ -357,6 +371,31 @@ def _drift_C(sys: ModeSystem, C):
 def _stage_F(sys: ModeSystem, c, F_base, zC):
     return _free_inverse(sys.generator_free, sys.F_self, c)(
         _free_rhs(sys, F_base, zC) + sys.forcing)
+
+
+def _free_rhs2(sys: ModeSystem, F_base, zC):
+    r"""[`_free_rhs`][] for $n = 2$ as the triple $(r_{11}, r_{12}, r_{22})$ of the symmetric
+    result, from the three entries of $F$ (the duplicate entry is not computed)."""
+    A = sys.generator_free
+    f11, f12, f22 = _pack2(F_base)
+
+    def two_sym(M11, M12, M21, M22):
+        # The triple of M + M^T.
+        return 2.0 * M11, M12 + M21, 2.0 * M22
+
+    r = two_sym(A[0, 0] * f11 + A[0, 1] * f12, A[0, 0] * f12 + A[0, 1] * f22,
+                A[1, 0] * f11 + A[1, 1] * f12, A[1, 0] * f12 + A[1, 1] * f22)
+    if sys.A_target is not None:
+        AtC = _mm(sys.A_target, _mT(zC))
+        r = tuple(a + b for a, b in zip(r, two_sym(AtC[0, 0], AtC[0, 1], AtC[1, 0], AtC[1, 1])))
+    if sys.F_self is not None:
+        for R in sys.F_self:
+            # R F R^T from the triple: rows of R F, then the upper triangle.
+            g11, g12 = R[0, 0] * f11 + R[0, 1] * f12, R[0, 0] * f12 + R[0, 1] * f22
+            g21, g22 = R[1, 0] * f11 + R[1, 1] * f12, R[1, 0] * f12 + R[1, 1] * f22
+            r = (r[0] + g11 * R[0, 0] + g12 * R[0, 1], r[1] + g11 * R[1, 0] + g12 * R[1, 1],
+                 r[2] + g21 * R[1, 0] + g22 * R[1, 1])
+    return r
 
 
 def _free_rhs(sys: ModeSystem, F_base, zC):
@@ -508,12 +547,21 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
             factorisation), so the stage's summary solves x = s_base + c (s(K_0, k_C) +
             sum_p phi_p(x) s(K_p)) — Newton in its few unknowns, no pass over the modes."""
             kC = _stage_C(sys, c, base["C"])
-            inverse = _free_inverse(sys.generator_free, sys.F_self, c)
-            K0 = inverse(_free_rhs(sys, base["F"], base["C"] + c * kC))
-            Kp = [inverse(b) for b in sys.forcing_basis]
-            s0 = dyn.summary_linear(K0, kC)
+            zC = base["C"] + c * kC
+            if base["F"].shape[0] == 2:
+                # Symmetric 2x2 blocks as triples until the stage derivative is assembled.
+                inverse = _free_inverse(sys.generator_free, sys.F_self, c, packed=True)
+                K0 = inverse(_free_rhs2(sys, base["F"], zC))
+                Kp = [inverse(_pack2(b)) for b in sys.forcing_basis]
+                full = lambda K: _symmetric2(*K)  # noqa: E731
+            else:
+                inverse = _free_inverse(sys.generator_free, sys.F_self, c)
+                K0 = inverse(_free_rhs(sys, base["F"], zC))
+                Kp = [inverse(b) for b in sys.forcing_basis]
+                full = lambda K: K  # noqa: E731
+            s0 = dyn.summary_linear(full(K0), kC)
             zero_C = jnp.zeros_like(kC)
-            sp = jnp.stack([dyn.summary_linear(K, zero_C) for K in Kp])  # (p, nu)
+            sp = jnp.stack([dyn.summary_linear(full(K), zero_C) for K in Kp])  # (p, nu)
             aux = base["aux"] + c * sys.aux_rate
 
             def coef(x_):
@@ -538,8 +586,8 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
             phi = coef(x)
             kF = K0
             for p_, K in enumerate(Kp):
-                kF = kF + phi[p_] * K
-            k = dict(F=kF, C=kC, aux=sys.aux_rate)
+                kF = jax.tree_util.tree_map(lambda a, b, w=phi[p_]: a + w * b, kF, K)
+            k = dict(F=full(kF), C=kC, aux=sys.aux_rate)
             return k, s0 + phi @ sp, _residual(deltas, x)
 
         def _residual(deltas, x):
