@@ -369,6 +369,9 @@ def _drift_C(sys: ModeSystem, C):
 
 
 def _stage_F(sys: ModeSystem, c, F_base, zC):
+    if F_base.shape[0] == 2:  # as triples (see _free_rhs2)
+        rhs = tuple(a + b for a, b in zip(_free_rhs2(sys, F_base, zC), _pack2(sys.forcing)))
+        return _symmetric2(*_free_inverse(sys.generator_free, sys.F_self, c, packed=True)(rhs))
     return _free_inverse(sys.generator_free, sys.F_self, c)(
         _free_rhs(sys, F_base, zC) + sys.forcing)
 
