@@ -41,8 +41,13 @@ CASES = {
 
 
 # Softmax (6-dimensional Gaussian expectations: ~25 s of quadrature-rule search and compile,
-# 40 s in all) runs with the slow tests; benchmarks/agreement.py has it at full size.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "softmax"
+# 40 s in all) and the custom Huber loss (its expectations by quadrature and the runs, 25 s in
+# the suite; tests/test_losses.py checks its risk and J, tests/test_expectations.py its
+# expectations) run with the slow tests; benchmarks/agreement.py has them at full size.
+SLOW = ("softmax", "huber_custom")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW
                                   else n for n in CASES])
 def test_ode_matches_mean_of_sgd_runs(name):
     loss, spectrum, gamma, T, kwargs = CASES[name]
