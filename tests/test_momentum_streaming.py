@@ -519,7 +519,7 @@ def test_tune_schedules_jointly_from_dana_decaying():
     # factor on knots, started at 1), at a fixed budget T = 10 (k = 10 d samples). Checks:
     # (i) tuning starts from DANA-decaying exactly (its ODE, to the solver's rounding: same
     # solve); (ii) the gradient w.r.t. delta's knot factors matches central differences
-    # (rtol 1e-11 solves, step 1e-4: error ~1e-6 relative, as in the coefficient test above);
+    # (rtol 1e-12 solves, step 1e-4; the tolerance is justified below);
     # (iii) it improves the final risk; (iv) the tuned optimizer's ODE is res.risk; (v) the
     # SGD check: 32 runs of the tuned recursion (its own schedules) within 5% or 4 SE of the
     # prediction (the finite-d ODE matched DANA-decaying's runs to 2.5% at d = 1500 above).
@@ -543,15 +543,21 @@ def test_tune_schedules_jointly_from_dana_decaying():
 
     def risk(log_factors):
         opt = base.replace(delta=eqx.tree_at(lambda s: s.log_factors, delta0, log_factors))
-        return hsgd.ode(prob, opt, jnp.asarray([T]), rtol=1e-11).risk[-1]
+        return hsgd.ode(prob, opt, jnp.asarray([T]), rtol=1e-12).risk[-1]
 
+    # Central differences of adaptive solves carry an absolute noise eps_R / h (the step
+    # sequence changes between the two solves), the same for every component however small:
+    # at rtol 1e-12, h = 1e-4 measured <= 1.3e-11 = 6e-7 max|grad| (at rtol 1e-11 an outlier
+    # of 1.2e-9 on the smallest component, 1.6% of the largest; the gradient itself agrees
+    # across rtol 1e-11 .. 1e-13 to 1e-5). Hence rel 1e-5 (truncation h^2 and the gradient's
+    # own solver error) plus 2e-6 max|grad|.
     theta = jnp.asarray(delta0.log_factors)
     grad = np.asarray(jax.grad(risk)(theta))
     for i in (0, len(theta) - 1):
         h = 1e-4
         fd = (float(risk(theta.at[i].add(h))) - float(risk(theta.at[i].add(-h)))) / (2 * h)
         print("d risk / d log factor", i, grad[i], fd)
-        assert grad[i] == pytest.approx(fd, rel=1e-5, abs=1e-14)
+        assert grad[i] == pytest.approx(fd, rel=1e-5, abs=2e-6 * np.max(np.abs(grad))), i
 
     runs = hsgd.simulate(prob, res.optimizer, res.ts, jax.random.PRNGKey(8), num_runs=32)
     rel, z = _compare(res.risk, runs, "tuned DANA d=300")
