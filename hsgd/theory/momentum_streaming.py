@@ -47,8 +47,13 @@ derived here from SPEC §9's equations (the three-scalar form is exact per mode 
 squares), checked in `tests/test_momentum_streaming.py` against the long-time ODE. The SGD
 exponent is the standard drift-limited power-law rate (cf. 2405.15074); the DANA exponent is
 the heuristic above, **stated in the spirit of 2505.16098's claim that DANA-decaying improves
-the exponent, not taken from that paper's formulas** (not available here); the ODE's own
-measured exponent is what to trust (`benchmarks/momentum_streaming.py` prints both).
+the exponent, not taken from that paper's formulas** (not available here). The ODE supports
+both: at $\alpha = 0.75$, $\beta_t = 0.5$ (noiseless, $10^6$ modes, $d\to\infty$ form) SGD's
+local slope is 1.003–1.005 over $k\in[10^3, 10^7]$ ($\rho = 1$), DANA-decaying's rises towards
+$4/3$ from below, slowly — 1.196, 1.238, 1.270, 1.292, 1.309, 1.333 at $k = 10^3, 5\cdot10^3,
+2\cdot10^4, 10^5, 5\cdot10^5, 2\cdot10^6$, before the spectrum's cutoff steepens it
+(`benchmarks/momentum_streaming.py`; a fitted exponent over a finite window is below the
+asymptotic one).
 """
 
 import jax.numpy as jnp
