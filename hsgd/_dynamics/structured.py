@@ -78,6 +78,12 @@ class ModeSystem(NamedTuple):
     SPEC §9, where $R_1 = A_j/\sqrt d$). The stage solves stay exact (a per-mode linear solve
     on the symmetric block). `None`: no such term.
 
+    `F_feedback` $(n, n, J)$, optional: a symmetric $G_j$ fed by the free block's first
+    diagonal entry, $F_j' \mathrel{+}= (F_j)_{11}\,G_j$ — the rank-one self-interaction
+    $RF_jR^\top$ with $R = [g\mid0]$, $G = gg^\top$, for a few additions instead of a
+    product (e.g. least squares at finite $d$: the gradient's own-mode fourth moment
+    $\lambda_j^2P_j\,cc^\top/(\beta d)$, SPEC §9). `None`: no such term.
+
     `forcing_coef` $(p,)$ and `forcing_basis` $(p, n, n, J)$, optional: the forcing factored
     as $N_j = \sum_p\varphi_p\,\hat N_{pj}$ (they must then agree with `forcing`), where
     only the few scalars $\varphi_p$ depend on the summary — e.g. least squares, whose noise
@@ -94,6 +100,7 @@ class ModeSystem(NamedTuple):
     aux_rate: Float[Array, " k"]
     A_free: Float[Array, "n n J"] | None = None
     F_self: Float[Array, "r n n J"] | None = None
+    F_feedback: Float[Array, "n n J"] | None = None
     forcing_coef: Float[Array, " p"] | None = None
     forcing_basis: Float[Array, "p n n J"] | None = None
 
@@ -240,6 +247,8 @@ def _apply(sys: ModeSystem, F, C):
         kF = kF + AtC + _mT(AtC)
     if sys.F_self is not None:
         kF = kF + _self_term(sys.F_self, F)
+    if sys.F_feedback is not None:
+        kF = kF + F[:1, :1] * sys.F_feedback
     return kF, kC
 
 
@@ -266,10 +275,11 @@ def _solve_left(A, c, rhs):
     return _per_mode_solve(eye - c * A, rhs)
 
 
-def _free_inverse(A, R, c, packed=False):
+def _free_inverse(A, R, c, packed=False, G=None):
     r"""The inverse of the stage operator of the free block,
-    $X\mapsto X - c\,(AX + XA^\top + \sum_iR_iXR_i^\top)$ per mode (`R` $(r, n, n, J)$ or
-    `None`), as a function of the right-hand side: factored once, applied to as many right-hand
+    $X\mapsto X - c\,(AX + XA^\top + \sum_iR_iXR_i^\top + X_{11}G)$ per mode (`R`
+    $(r, n, n, J)$ or `None`, `G` $(n, n, J)$ or `None`: `ModeSystem.F_self`, `F_feedback`),
+    as a function of the right-hand side: factored once, applied to as many right-hand
     sides as the stage needs. For $n = 2$ the right-hand side must be symmetric (it always is in
     the stage solves: $AF + FA^\top + \dots + N$ with $F$, $N$ symmetric) and the three unknowns
     $x_{11}, x_{12}, x_{22}$ are eliminated in closed form, elementwise over the modes; with
@@ -277,12 +287,13 @@ def _free_inverse(A, R, c, packed=False):
     $(x_{11}, x_{12}, x_{22})$ (the duplicate off-diagonal entry is neither read nor written)."""
     n = A.shape[0]
     if n == 2:
-        apply = _free_inverse2(A, R, c)
+        apply = _free_inverse2(A, R, c, G)
         return apply if packed else lambda rhs: _symmetric2(*apply(_pack2(rhs)))
     if packed:
         raise ValueError(f"packed blocks are 2x2, got n = {n}")
     if n == 1:
         rate = 2.0 * A[0, 0] if R is None else 2.0 * A[0, 0] + jnp.sum(R[:, 0, 0] ** 2, axis=0)
+        rate = rate if G is None else rate + G[0, 0]
         inv = 1.0 / (1.0 - c * rate)
         return lambda rhs: rhs * inv
     eye = jnp.eye(n, dtype=A.dtype)
@@ -291,15 +302,17 @@ def _free_inverse(A, R, c, packed=False):
          + eye[:, None, :, None, None] * A[None, :, None, :, :])
     if R is not None:
         K = K + jnp.sum(R[:, :, None, :, None, :] * R[:, None, :, None, :, :], axis=0)
+    if G is not None:  # the column of X_11
+        K = K.at[:, :, 0, 0].add(G)
     K = (eye[:, None, :, None] * eye[None, :, None, :])[..., None] - c * K
     K = K.reshape(n * n, n * n, -1)
     return lambda rhs: _per_mode_solve(K, rhs.reshape(n * n, 1, -1)).reshape(rhs.shape)
 
 
-def _free_inverse2(A, R, c):
+def _free_inverse2(A, R, c, G=None):
     """[`_free_inverse`][] for $n = 2$ on packed triples."""
     a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
-    if R is None:
+    if R is None and G is None:
         # x11 = (r11 + 2c A12 x12)/a, x22 = (r22 + 2c A21 x12)/b, then the (1, 2) equation.
         ia, ib = 1.0 / (1.0 - 2.0 * c * a11), 1.0 / (1.0 - 2.0 * c * a22)
         pa, pb = c * a21 * ia, c * a12 * ib
@@ -316,13 +329,16 @@ def _free_inverse2(A, R, c):
     L = [[2 * a11, 2 * a12, None],
          [a21, a11 + a22, a12],
          [None, 2 * a21, 2 * a22]]
-    for i in range(R.shape[0]):
+    for i in range(0 if R is None else R.shape[0]):
         r11, r12, r21, r22 = R[i, 0, 0], R[i, 0, 1], R[i, 1, 0], R[i, 1, 1]
         extra = [[r11 * r11, 2 * r11 * r12, r12 * r12],
                  [r11 * r21, r11 * r22 + r12 * r21, r12 * r22],
                  [r21 * r21, 2 * r21 * r22, r22 * r22]]
         L = [[extra[a][b] if L[a][b] is None else L[a][b] + extra[a][b] for b in range(3)]
              for a in range(3)]
+    if G is not None:  # the column of x11
+        L = [[g if L[a][0] is None else L[a][0] + g] + L[a][1:]
+             for a, g in enumerate((G[0, 0], G[0, 1], G[1, 1]))]
     M = [[(1.0 if a == b else 0.0) - c * (0.0 if L[a][b] is None else L[a][b])
           for b in range(3)] for a in range(3)]
     # The inverse by its adjugate (cofactors once per mode, then three dot products per
@@ -371,8 +387,9 @@ def _drift_C(sys: ModeSystem, C):
 def _stage_F(sys: ModeSystem, c, F_base, zC):
     if F_base.shape[0] == 2:  # as triples (see _free_rhs2)
         rhs = tuple(a + b for a, b in zip(_free_rhs2(sys, F_base, zC), _pack2(sys.forcing)))
-        return _symmetric2(*_free_inverse(sys.generator_free, sys.F_self, c, packed=True)(rhs))
-    return _free_inverse(sys.generator_free, sys.F_self, c)(
+        return _symmetric2(*_free_inverse(sys.generator_free, sys.F_self, c, packed=True,
+                                          G=sys.F_feedback)(rhs))
+    return _free_inverse(sys.generator_free, sys.F_self, c, G=sys.F_feedback)(
         _free_rhs(sys, F_base, zC) + sys.forcing)
 
 
@@ -398,6 +415,9 @@ def _free_rhs2(sys: ModeSystem, F_base, zC):
             g21, g22 = R[1, 0] * f11 + R[1, 1] * f12, R[1, 0] * f12 + R[1, 1] * f22
             r = (r[0] + g11 * R[0, 0] + g12 * R[0, 1], r[1] + g11 * R[1, 0] + g12 * R[1, 1],
                  r[2] + g21 * R[1, 0] + g22 * R[1, 1])
+    if sys.F_feedback is not None:
+        G = sys.F_feedback
+        r = (r[0] + f11 * G[0, 0], r[1] + f11 * G[0, 1], r[2] + f11 * G[1, 1])
     return r
 
 
@@ -411,6 +431,8 @@ def _free_rhs(sys: ModeSystem, F_base, zC):
         rhs = rhs + AtC + _mT(AtC)
     if sys.F_self is not None:
         rhs = rhs + _self_term(sys.F_self, F_base)
+    if sys.F_feedback is not None:
+        rhs = rhs + F_base[:1, :1] * sys.F_feedback
     return rhs
 
 
@@ -553,12 +575,13 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
             zC = base["C"] + c * kC
             if base["F"].shape[0] == 2:
                 # Symmetric 2x2 blocks as triples until the stage derivative is assembled.
-                inverse = _free_inverse(sys.generator_free, sys.F_self, c, packed=True)
+                inverse = _free_inverse(sys.generator_free, sys.F_self, c, packed=True,
+                                        G=sys.F_feedback)
                 K0 = inverse(_free_rhs2(sys, base["F"], zC))
                 Kp = [inverse(_pack2(b)) for b in sys.forcing_basis]
                 full = lambda K: _symmetric2(*K)  # noqa: E731
             else:
-                inverse = _free_inverse(sys.generator_free, sys.F_self, c)
+                inverse = _free_inverse(sys.generator_free, sys.F_self, c, G=sys.F_feedback)
                 K0 = inverse(_free_rhs(sys, base["F"], zC))
                 Kp = [inverse(b) for b in sys.forcing_basis]
                 full = lambda K: K  # noqa: E731
