@@ -275,22 +275,14 @@ def _solve_left(A, c, rhs):
     return _per_mode_solve(eye - c * A, rhs)
 
 
-def _free_inverse(A, R, c, packed=False, G=None):
+def _free_inverse(A, R, c, G=None):
     r"""The inverse of the stage operator of the free block,
     $X\mapsto X - c\,(AX + XA^\top + \sum_iR_iXR_i^\top + X_{11}G)$ per mode (`R`
     $(r, n, n, J)$ or `None`, `G` $(n, n, J)$ or `None`: `ModeSystem.F_self`, `F_feedback`),
     as a function of the right-hand side: factored once, applied to as many right-hand
-    sides as the stage needs. For $n = 2$ the right-hand side must be symmetric (it always is in
-    the stage solves: $AF + FA^\top + \dots + N$ with $F$, $N$ symmetric) and the three unknowns
-    $x_{11}, x_{12}, x_{22}$ are eliminated in closed form, elementwise over the modes; with
-    `packed` (only $n = 2$) the function maps the triple $(r_{11}, r_{12}, r_{22})$ to the triple
-    $(x_{11}, x_{12}, x_{22})$ (the duplicate off-diagonal entry is neither read nor written)."""
+    sides as the stage needs. (For $n = 2$ the stage solves use [`_free_inverse2`][] on the
+    three entries of the symmetric blocks instead; [`_free_parts`][] picks.)"""
     n = A.shape[0]
-    if n == 2:
-        apply = _free_inverse2(A, R, c, G)
-        return apply if packed else lambda rhs: _symmetric2(*apply(_pack2(rhs)))
-    if packed:
-        raise ValueError(f"packed blocks are 2x2, got n = {n}")
     if n == 1:
         rate = 2.0 * A[0, 0] if R is None else 2.0 * A[0, 0] + jnp.sum(R[:, 0, 0] ** 2, axis=0)
         rate = rate if G is None else rate + G[0, 0]
@@ -310,7 +302,11 @@ def _free_inverse(A, R, c, packed=False, G=None):
 
 
 def _free_inverse2(A, R, c, G=None):
-    """[`_free_inverse`][] for $n = 2$ on packed triples."""
+    r"""[`_free_inverse`][] for $n = 2$ on triples: it maps $(r_{11}, r_{12}, r_{22})$ to
+    $(x_{11}, x_{12}, x_{22})$ (the duplicate off-diagonal entry is neither read nor
+    written; the right-hand side is symmetric in every stage solve: $AF + FA^\top + \dots + N$
+    with $F$, $N$ symmetric), the unknowns eliminated in closed form, elementwise over the
+    modes."""
     a11, a12, a21, a22 = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
     if R is None and G is None:
         # x11 = (r11 + 2c A12 x12)/a, x22 = (r22 + 2c A21 x12)/b, then the (1, 2) equation.
@@ -384,13 +380,22 @@ def _drift_C(sys: ModeSystem, C):
     return out if sys.A_target is None else out + _mm(sys.A_target, sys.target)
 
 
+def _free_parts(sys: ModeSystem, c, n):
+    r"""`(inverse, rhs, pack, unpack)` for the free block's stage solves: the factored inverse
+    of the stage operator, the right-hand side without the forcing (`rhs(sys, F_base, zC)`),
+    and the maps from a per-mode block to what they work on and back — triples for $n = 2$
+    (symmetric $2\times2$ blocks: the duplicate entry is not computed), the blocks otherwise."""
+    if n == 2:
+        return (_free_inverse2(sys.generator_free, sys.F_self, c, sys.F_feedback), _free_rhs2,
+                _pack2, lambda K: _symmetric2(*K))
+    return (_free_inverse(sys.generator_free, sys.F_self, c, sys.F_feedback), _free_rhs,
+            lambda X: X, lambda X: X)
+
+
 def _stage_F(sys: ModeSystem, c, F_base, zC):
-    if F_base.shape[0] == 2:  # as triples (see _free_rhs2)
-        rhs = tuple(a + b for a, b in zip(_free_rhs2(sys, F_base, zC), _pack2(sys.forcing)))
-        return _symmetric2(*_free_inverse(sys.generator_free, sys.F_self, c, packed=True,
-                                          G=sys.F_feedback)(rhs))
-    return _free_inverse(sys.generator_free, sys.F_self, c, G=sys.F_feedback)(
-        _free_rhs(sys, F_base, zC) + sys.forcing)
+    inverse, rhs, pack, unpack = _free_parts(sys, c, F_base.shape[0])
+    return unpack(inverse(jax.tree_util.tree_map(jnp.add, rhs(sys, F_base, zC),
+                                                 pack(sys.forcing))))
 
 
 def _free_rhs2(sys: ModeSystem, F_base, zC):
@@ -572,19 +577,10 @@ class StructuredKvaerno5(AbstractKvaerno5Solver):
             factorisation), so the stage's summary solves x = s_base + c (s(K_0, k_C) +
             sum_p phi_p(x) s(K_p)) — Newton in its few unknowns, no pass over the modes."""
             kC = _stage_C(sys, c, base["C"])
-            zC = base["C"] + c * kC
-            if base["F"].shape[0] == 2:
-                # Symmetric 2x2 blocks as triples until the stage derivative is assembled.
-                inverse = _free_inverse(sys.generator_free, sys.F_self, c, packed=True,
-                                        G=sys.F_feedback)
-                K0 = inverse(_free_rhs2(sys, base["F"], zC))
-                Kp = [inverse(_pack2(b)) for b in sys.forcing_basis]
-                full = lambda K: _symmetric2(*K)  # noqa: E731
-            else:
-                inverse = _free_inverse(sys.generator_free, sys.F_self, c, G=sys.F_feedback)
-                K0 = inverse(_free_rhs(sys, base["F"], zC))
-                Kp = [inverse(b) for b in sys.forcing_basis]
-                full = lambda K: K  # noqa: E731
+            # (on triples for 2x2 blocks until the stage derivative is assembled)
+            inverse, rhs, pack, full = _free_parts(sys, c, base["F"].shape[0])
+            K0 = inverse(rhs(sys, base["F"], base["C"] + c * kC))
+            Kp = [inverse(pack(b)) for b in sys.forcing_basis]
             s0 = dyn.summary_linear(full(K0), kC)
             zero_C = jnp.zeros_like(kC)
             sp = jnp.stack([dyn.summary_linear(full(K), zero_C) for K in Kp])  # (p, nu)
