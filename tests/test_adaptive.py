@@ -202,6 +202,7 @@ def test_adagrad_power_law_exponents(kappa):
 # -- differentiability, vmap, float32 ------------------------------------------------------
 
 
+@pytest.mark.slow  # 22 s in the suite (reverse mode through the adaptive ODE)
 def test_grad_matches_finite_differences():
     # Reference: central differences of the final risk in eta and b0 (h = 1e-4 relative,
     # truncation O(h^2) ~ 1e-8) of solves at rtol 1e-10 (solver noise ~1e-10 / 1e-4 = 1e-6

@@ -4,10 +4,12 @@ shrink as bins are refined (the O(bin width) law)."""
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import hsgd
 
 
+@pytest.mark.slow  # 16 s in the suite; test_problem's coarsening check stays
 def test_power_law_coarsening_refinement():
     spec = hsgd.Spectrum.power_law(1_000_000, 0.5)  # tr K/d = 1, lambda from ~500 to ~0.5
     prob = hsgd.Problem.isotropic(hsgd.Logistic(), spec, target_norm=2.0)

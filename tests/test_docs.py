@@ -38,13 +38,20 @@ def _expand(text):
     return pieces
 
 
+# Blocks that run with the slow tests (`pytest -m slow`, in CI after the suite): the scaling
+# page's example compiles the same compute-optimal table as tests/test_scaling.py's fixture
+# (24 s in the suite).
+SLOW_BLOCKS = {"api/scaling.md:docs:0"}
+
+
 def _blocks():
     out = []
     for page in sorted(DOCS.rglob("*.md")):
         for origin, text in _expand(page.read_text()):
             for i, block in enumerate(_PYTHON.findall(text)):
-                out.append(pytest.param(block, origin,
-                                        id=f"{page.relative_to(DOCS)}:{origin}:{i}"))
+                name = f"{page.relative_to(DOCS)}:{origin}:{i}"
+                marks = [pytest.mark.slow] if name in SLOW_BLOCKS else []
+                out.append(pytest.param(block, origin, id=name, marks=marks))
     return out
 
 

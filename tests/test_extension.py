@@ -108,6 +108,7 @@ def test_ode_and_simulate_equal_sgd_at_the_scaled_rate(problem):
     assert ("ode", "Problem", "ScaledSGD") in hsgd.supported()
 
 
+@pytest.mark.slow  # 34 s in the suite (tune's compilation under grad); sweep, ode and CLI stay
 def test_tune_tunes_the_multiplier_jointly(problem):
     # The predictor tune builds for the toy pair (the generic recipe: hsgd.ode with the cell's
     # defaults); the gradient check goes through tune's own jitted value-and-gradient with the

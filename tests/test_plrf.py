@@ -79,6 +79,7 @@ def _eigenbasis_check(alpha, beta, batch, d, v, num_times, k_max, runs, key):
     return inst, gamma, np.array(rows).T
 
 
+@pytest.mark.slow  # 22 s in the suite (SGD runs at the size); the data test stays
 def test_exact_dynamics_within_3_percent_of_sgd_in_the_eigenbasis():
     # d = 500, v = 2000, (alpha, beta) = (1.0, 0.7), batch 8, 8 runs, log-spaced checkpoints
     # k = 100 .. 2e4 (the 1e6-iteration grid over (alpha, beta) x batch is

@@ -133,6 +133,8 @@ def test_stiff_gradient_matches_finite_differences_of_converged_solve():
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow  # 24 s in the suite (reverse mode on 1e4 stiff modes); test_tune's
+# gradient checks through the structured solver stay in the default run
 def test_logistic_gradient_on_a_very_stiff_spectrum_is_finite_and_right():
     # lambda_max ~ 6e3 (a power law of 1e4 modes, 16 bins; X0 = 0, ||X*||_K^2 = 4): diffrax's
     # automatic first step, differentiated, made every solver's reverse-mode gradient NaN here

@@ -181,6 +181,7 @@ def test_bad_schedule_parameters():
         hsgd.TunableKnots.init(-1.0, 4)
 
 
+@pytest.mark.slow  # 21 s in the suite (a whole `hsgd tune` run); its config errors stay
 def test_cli_tune_small(tmp_path, capsys):
     cfg = tmp_path / "tune.toml"
     cfg.write_text("""
