@@ -239,17 +239,7 @@ def _self_term(R, F):
 
 def _apply(sys: ModeSystem, F, C):
     """The explicit drift of the blocks $(F, C)$."""
-    kC = _drift_C(sys, C)
-    AF = _mm(sys.generator_free, F)
-    kF = AF + _mT(AF) + sys.forcing
-    if sys.A_target is not None:
-        AtC = _mm(sys.A_target, _mT(C))
-        kF = kF + AtC + _mT(AtC)
-    if sys.F_self is not None:
-        kF = kF + _self_term(sys.F_self, F)
-    if sys.F_feedback is not None:
-        kF = kF + F[:1, :1] * sys.F_feedback
-    return kF, kC
+    return _free_rhs(sys, F, C) + sys.forcing, _drift_C(sys, C)
 
 
 def _per_mode_solve(M, rhs):
@@ -427,8 +417,9 @@ def _free_rhs2(sys: ModeSystem, F_base, zC):
 
 
 def _free_rhs(sys: ModeSystem, F_base, zC):
-    r"""The free block's stage right-hand side without the forcing: the drift of $F$ at the
-    stage's base value, with the free–target block at its stage value `zC`."""
+    r"""The drift of the free block without the forcing, $AF + FA^\top + \dots$ at `F_base`
+    with the free–target block `zC`: the explicit drift ([`_apply`][]) and the stage
+    right-hand side (the stage's base value, $C$ at its stage value)."""
     AF = _mm(sys.generator_free, F_base)
     rhs = AF + _mT(AF)
     if sys.A_target is not None:
